@@ -1,0 +1,57 @@
+"""The backend plugin interface and its discovery through the `archspec.backends` entry points.
+
+The core never names a backend: `archspec gen --backend X` looks X up here. A backend
+package exposes an object satisfying `Backend`; generating source must not import the
+framework (only running or converting weights may).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Protocol, runtime_checkable
+
+from archspec.errors import suggest
+from archspec.ir import Graph
+from archspec.registry import ResolvedSpec
+
+GROUP = "archspec.backends"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One generated file: its name relative to the output folder and its bytes."""
+
+    filename: str
+    content: bytes
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str  # "torch"
+    file_suffix: str  # ".py"
+
+    def emit(self, spec: ResolvedSpec, graph: Graph) -> Artifact:
+        """Generate the artifact for one lowered spec (deterministic: same input, same bytes)."""
+        ...
+
+
+class BackendError(Exception):
+    pass
+
+
+def available() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=GROUP))
+
+
+def get(name: str) -> Backend:
+    eps = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    if not eps:
+        raise BackendError(f"unknown backend '{name}'{suggest(name, available())}")
+    if len(eps) > 1:
+        sources = ", ".join(ep.value for ep in eps)
+        raise BackendError(f"backend '{name}' is registered twice ({sources}); uninstall one")
+    backend = eps[0].load()
+    if not isinstance(backend, Backend):
+        raise BackendError(f"entry point '{name}' ({eps[0].value}) is not an archspec Backend")
+    return backend

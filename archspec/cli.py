@@ -1,0 +1,263 @@
+"""The `archspec` command line.
+
+Imports are deferred into each command so `archspec --help` stays instant and `list`,
+`validate` and `summary` never load a deep-learning framework. Every invalid input ends
+as one rendered error on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from archspec.ir import Graph
+    from archspec.registry import ResolvedSpec
+
+EXIT_INVALID = 2
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn our errors into one clean message and exit 2 (1 for I/O trouble)."""
+    from archspec.backend import BackendError
+    from archspec.errors import SpecError
+
+    try:
+        yield
+    except SpecError as exc:
+        click.echo(exc.render(), err=True)
+        sys.exit(EXIT_INVALID)
+    except BackendError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    except OSError as exc:
+        click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+        sys.exit(1)
+
+
+def parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
+    from archspec.params import parse_override
+
+    out: dict[str, Any] = {}
+    for text in values:
+        try:
+            key, value = parse_override(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--set") from None
+        out[key] = value
+    return out
+
+
+def build(
+    target: str, sets: tuple[str, ...] = (), input_size: tuple[int, int] | None = None
+) -> tuple[ResolvedSpec, Graph]:
+    from archspec.lower import lower
+    from archspec.registry import load
+
+    spec = load(target)
+    return spec, lower(spec, parse_sets(sets), input_size)
+
+
+set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override an architecture parameter (repeatable).",
+)
+size_option = click.option(
+    "--input-size",
+    nargs=2,
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="H W",
+    help="Input height and width (default: the spec's).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="archspec")
+def main() -> None:
+    """archspec: declare an architecture once, generate PyTorch / Keras / ONNX, prove parity."""
+
+
+@main.command("list")
+def list_cmd() -> None:
+    """List the built-in zoo: name, description, trainable parameters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from archspec.analysis import totals
+    from archspec.registry import zoo_names
+
+    table = Table(title="archspec zoo")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    table.add_column("params", justify="right")
+    with reported():
+        for name in zoo_names():
+            spec, graph = build(name)
+            table.add_row(name, spec.description, f"{totals(graph).trainable:,}")
+    Console().print(table)
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True, metavar="FILE|NAME...")
+@set_option
+def validate(targets: tuple[str, ...], sets: tuple[str, ...]) -> None:
+    """Check specs (files or zoo names); exit 2 if any is invalid."""
+    from archspec.analysis import totals
+    from archspec.errors import SpecError
+    from archspec.lower import lower
+    from archspec.registry import load
+
+    bad = 0
+    for target in targets:
+        try:
+            spec = load(target)
+            if spec.body is None or spec.abstract:
+                click.echo(f"ok  {spec.file}: library with {len(spec.blocks)} block(s)")
+                continue
+            graph = lower(spec, parse_sets(sets))
+            t = totals(graph)
+            click.echo(
+                f"ok  {spec.file}: {len(graph.nodes)} nodes, {t.trainable:,} trainable "
+                f"+ {t.non_trainable:,} non-trainable parameters"
+            )
+        except SpecError as exc:
+            click.echo(exc.render(), err=True)
+            bad += 1
+    if bad:
+        sys.exit(EXIT_INVALID)
+
+
+@main.command()
+@click.argument("target", metavar="NAME|FILE")
+@set_option
+@size_option
+def summary(target: str, sets: tuple[str, ...], input_size: tuple[int, int] | None) -> None:
+    """Per-op table (name, op, output shape, params) with totals."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from archspec.analysis import rows, totals
+
+    with reported():
+        _, graph = build(target, sets, input_size)
+    table = Table(title=f"{graph.name}: {graph.description}", title_justify="left")
+    table.add_column("name")
+    table.add_column("op")
+    table.add_column("output shape", justify="right")
+    table.add_column("params", justify="right")
+    for row in rows(graph):
+        shape = "(N, " + ", ".join(map(str, row.shape)) + ")"
+        params = (
+            f"shared: {row.shared_with}"
+            if row.shared_with
+            else (f"{row.params:,}" if row.params else "")
+        )
+        table.add_row(row.name, row.op, shape, params)
+    t = totals(graph)
+    console = Console()
+    console.print(table)
+    console.print(f"trainable params:     {t.trainable:,}")
+    console.print(f"non-trainable params: {t.non_trainable:,}")
+    console.print(f"total params:         {t.total:,}")
+    console.print(f"FLOPs (multiply-adds): {t.macs:,} ({t.macs / 1e9:.2f} G)")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec format (for editor completion)."""
+    import json
+
+    from archspec.schema import spec_json_schema
+
+    click.echo(json.dumps(spec_json_schema(), indent=2, sort_keys=True))
+
+
+@main.command()
+@click.argument("target", metavar="NAME|FILE")
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
+)
+@set_option
+@size_option
+def graph(target: str, fmt: str, sets: tuple[str, ...], input_size: tuple[int, int] | None) -> None:
+    """Print the op graph as Mermaid or Graphviz dot."""
+    from archspec.render import to_dot, to_mermaid
+
+    with reported():
+        _, g = build(target, sets, input_size)
+    click.echo((to_mermaid if fmt == "mermaid" else to_dot)(g), nl=False)
+
+
+@main.command()
+@click.argument("target", required=False, metavar="NAME|FILE")
+@click.option(
+    "--backend",
+    "backends",
+    multiple=True,
+    help="Backend to generate for (repeatable; default with --all: every installed one).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output folder (default: generated/<backend>).",
+)
+@click.option("--all", "all_specs", is_flag=True, help="Generate the whole zoo.")
+@click.option(
+    "--check", is_flag=True, help="With --all: write nothing, exit 1 if any file is stale."
+)
+@set_option
+def gen(
+    target: str | None,
+    backends: tuple[str, ...],
+    out_dir: str | None,
+    all_specs: bool,
+    check: bool,
+    sets: tuple[str, ...],
+) -> None:
+    """Generate source for a spec (or, with --all, for the whole zoo)."""
+    from archspec import backend as plugins
+    from archspec.generate import check_zoo, generate_one, generate_zoo
+
+    if all_specs == (target is not None):
+        raise click.UsageError("give a spec NAME|FILE or --all (not both)")
+    if check and not all_specs:
+        raise click.UsageError("--check works with --all")
+    with reported():
+        names = list(backends) or (plugins.available() if all_specs else [])
+        if not names:
+            raise click.UsageError(
+                "choose a backend with --backend "
+                f"(installed: {', '.join(plugins.available()) or 'none'})"
+            )
+        chosen = [plugins.get(n) for n in names]
+        echo: Callable[[str], None] = click.echo
+        if check:
+            stale = check_zoo(chosen, out_dir)
+            if stale:
+                echo("stale generated files (run `archspec gen --all`):")
+                for line in stale:
+                    echo(f"  {line}")
+                sys.exit(1)
+            echo("generated/ is fresh")
+        elif all_specs:
+            generate_zoo(chosen, out_dir, echo)
+        else:
+            assert target is not None
+            for be in chosen:
+                generate_one(be, target, parse_sets(sets), out_dir, echo)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""One error type for every invalid spec, rendered `file:line:col: spec.path: message`.
+
+Errors carry a spec path (the YAML keys and list indexes leading to the culprit); the
+file position is looked up from the source map when the error is rendered, so code
+that detects a problem only needs to know *where in the spec* it is.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+PathElem = str | int
+Path = tuple[PathElem, ...]
+
+
+def format_path(path: Sequence[PathElem]) -> str:
+    """`('body', 3, 'conv1', 'out')` -> `body[3].conv1.out`."""
+    out = ""
+    for elem in path:
+        if isinstance(elem, int):
+            out += f"[{elem}]"
+        else:
+            out += f".{elem}" if out else str(elem)
+    return out or "<root>"
+
+
+def suggest(name: str, known: Iterable[str], *, limit: int = 12) -> str:
+    """`; did you mean 'x'? (known: a, b, c)`: the tail every unknown-name error ends with."""
+    known = sorted(set(known))
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    if not known:
+        return hint
+    shown = ", ".join(known[:limit]) + (", ..." if len(known) > limit else "")
+    return f"{hint} (known: {shown})"
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int  # 1-based
+    col: int  # 1-based
+
+
+@dataclass
+class SpecError(Exception):
+    """An invalid spec. `file`/`path` say where; `message` says what, expected vs got."""
+
+    message: str
+    path: Path = ()
+    file: str | None = None
+    location: Location | None = field(default=None)
+    context: str | None = None  # e.g. "while expanding layer2.0 (Bottleneck)"
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def render(self) -> str:
+        where = ""
+        if self.location is not None:
+            where = f"{self.location.file}:{self.location.line}:{self.location.col}: "
+        elif self.file is not None:
+            where = f"{self.file}: "
+        text = f"{where}{format_path(self.path)}: {self.message}"
+        if self.context:
+            text += f"\n  ({self.context})"
+        return text
+
+
+class LimitError(SpecError):
+    """A resource cap was hit before allocation; the message names the limit and the knob."""

@@ -1,0 +1,300 @@
+"""The Graph IR: typed, frozen ops joined by a discriminated union, in canonical NCHW.
+
+Layout conventions every backend translates from (DESIGN.md, "semantic contract"):
+- activations are (N, C, H, W), or (N, F) after flatten/global pooling without keepdims;
+  shapes stored on nodes omit the batch dimension;
+- conv weights are OIHW (groups folded into I), dense weights are [out, in];
+- flatten orders features C, H, W;
+- BatchNorm `momentum` is the weight of the new batch statistic (PyTorch's convention;
+  Keras momentum = 1 - momentum);
+- `Padding` holds four explicit sides for THIS graph's input size; `same=True` records
+  that the spec asked for TensorFlow's `same` rule, so emitters can reproduce it for
+  every input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+
+Pair = tuple[PositiveInt, PositiveInt]
+Shape = tuple[int, ...]
+
+
+class IRModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Padding(IRModel):
+    top: NonNegativeInt = 0
+    bottom: NonNegativeInt = 0
+    left: NonNegativeInt = 0
+    right: NonNegativeInt = 0
+    same: bool = False
+
+    @property
+    def symmetric(self) -> bool:
+        return self.top == self.bottom and self.left == self.right
+
+    @property
+    def is_zero(self) -> bool:
+        return self.top == self.bottom == self.left == self.right == 0
+
+
+class Init(IRModel):
+    """Parameter initializer for training from scratch (parity uses WeightSet values).
+
+    `variance_scaling` draws with variance scale / fan (Keras's VarianceScaling; `he_normal`
+    is scale 2, fan_in, truncated normal). `torch_default` is what PyTorch's layers do
+    when left alone (kaiming_uniform with a=sqrt(5), bias uniform in +-1/sqrt(fan_in)).
+    """
+
+    kind: Literal[
+        "variance_scaling", "normal", "truncated_normal", "uniform", "constant", "torch_default"
+    ]
+    scale: float = 1.0
+    mode: Literal["fan_in", "fan_out", "fan_avg"] = "fan_in"
+    distribution: Literal["normal", "truncated_normal", "uniform"] = "normal"
+    mean: float = 0.0
+    std: float = 1.0
+    low: float = 0.0
+    high: float = 1.0
+    value: float = 0.0
+
+
+class Input(IRModel):
+    kind: Literal["input"] = "input"
+    shape: tuple[PositiveInt, ...]
+
+
+class Conv2d(IRModel):
+    kind: Literal["conv2d"] = "conv2d"
+    in_channels: PositiveInt
+    out_channels: PositiveInt
+    kernel_size: Pair
+    stride: Pair = (1, 1)
+    dilation: Pair = (1, 1)
+    groups: PositiveInt = 1
+    padding: Padding = Padding()
+    bias: bool = True
+    weight_init: Init = Init(kind="torch_default")
+    bias_init: Init = Init(kind="torch_default")
+
+
+class Linear(IRModel):
+    kind: Literal["linear"] = "linear"
+    in_features: PositiveInt
+    out_features: PositiveInt
+    bias: bool = True
+    weight_init: Init = Init(kind="torch_default")
+    bias_init: Init = Init(kind="torch_default")
+
+
+class BatchNorm(IRModel):
+    """BatchNorm over the channel axis; 2-d (C,H,W) or 1-d (F,) inputs, by node rank."""
+
+    kind: Literal["batch_norm"] = "batch_norm"
+    num_features: PositiveInt
+    eps: float
+    momentum: float
+    affine: bool = True
+
+
+class ReLU(IRModel):
+    kind: Literal["relu"] = "relu"
+
+
+class LeakyReLU(IRModel):
+    kind: Literal["leaky_relu"] = "leaky_relu"
+    negative_slope: float
+
+
+class GELU(IRModel):
+    kind: Literal["gelu"] = "gelu"
+    approximate: Literal["none", "tanh"] = "none"
+
+
+class Sigmoid(IRModel):
+    kind: Literal["sigmoid"] = "sigmoid"
+
+
+class Tanh(IRModel):
+    kind: Literal["tanh"] = "tanh"
+
+
+class Softmax(IRModel):
+    kind: Literal["softmax"] = "softmax"
+    axis: Literal[1] = 1
+
+
+class MaxPool2d(IRModel):
+    """Max pooling; padded positions are -inf (never win)."""
+
+    kind: Literal["max_pool2d"] = "max_pool2d"
+    kernel_size: Pair
+    stride: Pair
+    padding: Padding = Padding()
+    ceil_mode: bool = False
+
+
+class AvgPool2d(IRModel):
+    kind: Literal["avg_pool2d"] = "avg_pool2d"
+    kernel_size: Pair
+    stride: Pair
+    padding: Padding = Padding()
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+
+class GlobalAvgPool(IRModel):
+    kind: Literal["global_avg_pool"] = "global_avg_pool"
+    keepdims: bool = False
+
+
+class GlobalMaxPool(IRModel):
+    kind: Literal["global_max_pool"] = "global_max_pool"
+    keepdims: bool = False
+
+
+class AdaptiveAvgPool2d(IRModel):
+    """PyTorch's adaptive average pooling: bin i spans [floor(i*in/out), ceil((i+1)*in/out))."""
+
+    kind: Literal["adaptive_avg_pool2d"] = "adaptive_avg_pool2d"
+    output_size: Pair
+
+
+class Flatten(IRModel):
+    """Flatten all but the batch dimension, in canonical C, H, W order."""
+
+    kind: Literal["flatten"] = "flatten"
+
+
+class Dropout(IRModel):
+    kind: Literal["dropout"] = "dropout"
+    rate: float
+
+
+class Add(IRModel):
+    kind: Literal["add"] = "add"
+
+
+class Concat(IRModel):
+    kind: Literal["concat"] = "concat"
+    axis: Literal[1] = 1
+
+
+class Pad2d(IRModel):
+    """Constant padding of H and W (Keras's ZeroPadding2D when value is 0)."""
+
+    kind: Literal["pad2d"] = "pad2d"
+    padding: Padding
+    value: float = 0.0
+
+
+Op = Annotated[
+    Input
+    | Conv2d
+    | Linear
+    | BatchNorm
+    | ReLU
+    | LeakyReLU
+    | GELU
+    | Sigmoid
+    | Tanh
+    | Softmax
+    | MaxPool2d
+    | AvgPool2d
+    | GlobalAvgPool
+    | GlobalMaxPool
+    | AdaptiveAvgPool2d
+    | Flatten
+    | Dropout
+    | Add
+    | Concat
+    | Pad2d,
+    Field(discriminator="kind"),
+]
+OP_KINDS: tuple[str, ...] = tuple(
+    cls.model_fields["kind"].default
+    for cls in (
+        Input,
+        Conv2d,
+        Linear,
+        BatchNorm,
+        ReLU,
+        LeakyReLU,
+        GELU,
+        Sigmoid,
+        Tanh,
+        Softmax,
+        MaxPool2d,
+        AvgPool2d,
+        GlobalAvgPool,
+        GlobalMaxPool,
+        AdaptiveAvgPool2d,
+        Flatten,
+        Dropout,
+        Add,
+        Concat,
+        Pad2d,
+    )
+)
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where in which spec file a node was declared (for errors raised by later passes)."""
+
+    file: str
+    path: tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str  # "layer2.0.conv1": unique, stable, the module path in generated code
+    op: Op
+    inputs: tuple[str, ...]  # producers by name
+    shape: Shape  # output shape without the batch dimension
+    scope: tuple[str, ...]  # ("layer2", "0")
+    block_type: str | None  # innermost block type, e.g. "Bottleneck"
+    param_name: str | None = None  # parameter prefix ("layer2.0.conv1"); shared ops share it
+    source: SourceRef | None = None
+
+    @property
+    def local_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ScopeInfo:
+    """A named level of the hierarchy: a block instance, a stage (repeat) or a group."""
+
+    path: str
+    kind: Literal["block", "repeat", "group"]
+    block_type: str | None = None
+    args: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    description: str
+    spec_file: str
+    params: tuple[tuple[str, object], ...]  # resolved architecture parameters
+    nodes: tuple[Node, ...]  # topological order
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    scopes: tuple[ScopeInfo, ...] = ()
+    shared_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # param_name -> node names
+    _index: dict[str, Node] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index.update({n.name: n for n in self.nodes})
+
+    def node(self, name: str) -> Node:
+        return self._index[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._index

@@ -1,0 +1,636 @@
+"""Resolve + lower: a ResolvedSpec and parameter values -> the Graph IR, shapes included.
+
+One walk over the spec body: expressions are evaluated in the scope that declares them,
+blocks and repeats are expanded into hierarchically named nodes, and each op's output
+shape is inferred as it is created (block expressions may read `in_channels`, so shapes
+are needed while expanding). Every problem becomes a SpecError at the declaring line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from archspec import ir
+from archspec.analysis import op_param_count
+from archspec.errors import LimitError, Path, SpecError, suggest
+from archspec.expr import Expr, ExprError, evaluate, expression_text, parse
+from archspec.ir import Graph, Node, ScopeInfo, Shape, SourceRef
+from archspec.limits import LIMITS, describe
+from archspec.ops import ARITY, BUILTIN_DEFAULTS, RULES, OpError, fmt_shape
+from archspec.params import check_value, coerce, describe_value
+from archspec.registry import Located, ResolvedSpec
+from archspec.source import Source
+from archspec.spec import BlockDef, BlockItem, ItemBase, ScopeItem
+
+COMMON_FIELDS = frozenset({"op", "name", "input", "inputs", "when", "doc", "share"})
+MAX_BLOCK_DEPTH = 32
+
+
+@lru_cache(maxsize=4096)
+def _parsed(text: str) -> Expr:
+    return parse(text)
+
+
+@dataclass
+class Names:
+    """Lexical name table of one body (a block body or an inline scope within it)."""
+
+    values: dict[str, str]
+    parent: Names | None = None
+    later: frozenset[str] = frozenset()  # names declared further down (for cycle errors)
+
+    def lookup(self, name: str) -> str | None:
+        table: Names | None = self
+        while table is not None:
+            if name in table.values:
+                return table.values[name]
+            table = table.parent
+        return None
+
+    def known(self) -> set[str]:
+        out: set[str] = set()
+        table: Names | None = self
+        while table is not None:
+            out |= set(table.values)
+            table = table.parent
+        return out
+
+
+@dataclass
+class BlockCtx:
+    """What is fixed inside one block instance (or the model's top level)."""
+
+    env: dict[str, Any]
+    source: Source
+    scope: tuple[str, ...]
+    block_type: str | None
+    shared: dict[str, tuple[ir.Op, str, str]] = field(
+        default_factory=dict
+    )  # group -> op, param, first
+    description: str = ""
+
+
+class Lowerer:
+    def __init__(self, spec: ResolvedSpec) -> None:
+        self.spec = spec
+        self.nodes: dict[str, Node] = {}
+        self.scopes: list[ScopeInfo] = []
+        self.shared: dict[str, list[str]] = {}
+        self.total_params = 0
+        self.depth = 0
+        self.context: list[str] = []
+        self.params: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ errors
+
+    def error(self, source: Source, path: Path, message: str, *, key: bool = False) -> SpecError:
+        err = source.error(path, message, key=key)
+        if self.context:
+            err.context = "while expanding " + " > ".join(self.context)
+        return err
+
+    def value(self, raw: Any, env: Mapping[str, Any], source: Source, path: Path) -> Any:
+        """Evaluate a spec value: expressions (also inside lists) are computed in `env`."""
+        if isinstance(raw, list):
+            return [self.value(v, env, source, (*path, i)) for i, v in enumerate(raw)]
+        found = expression_text(raw)
+        if found is None:
+            return raw
+        text, offset = found
+        try:
+            return evaluate(_parsed(text), env)
+        except ExprError as exc:
+            col = (
+                f" (column {offset + exc.offset + 1} of the value)"
+                if exc.offset is not None
+                else ""
+            )
+            raise self.error(source, path, f"in expression '{raw}': {exc.message}{col}") from None
+
+    # ------------------------------------------------------------------ graph building
+
+    def add_node(self, node: Node, source: Source, path: Path) -> None:
+        if node.name in self.nodes:
+            raise self.error(
+                source, path, f"duplicate name '{node.name}': another item already has it"
+            )
+        if len(self.nodes) >= LIMITS.max_nodes:
+            raise LimitError(
+                describe("max_nodes", len(self.nodes) + 1, LIMITS.max_nodes, "node count"),
+                path=path,
+                file=source.file,
+                location=source.locate(path),
+            )
+        self.nodes[node.name] = node
+
+    def lower(self, params: dict[str, Any], input_size: tuple[int, int] | None) -> Graph:
+        spec = self.spec
+        if spec.body is None or spec.inputs is None:
+            missing = "body" if spec.body is None else "inputs"
+            source = spec.sources[spec.file]
+            raise source.error(
+                (),
+                f"spec '{spec.name}' has no {missing}: it is a library "
+                "(use it with `use:` or `extends:`), not a model",
+            )
+        env: dict[str, Any] = dict(params)
+        self.params = dict(params)
+        inputs_src = spec.inputs.source
+        top = Names(values={})
+        first: str | None = None
+        for iname, decl in spec.inputs.value.items():
+            path = (*spec.inputs.path, iname)
+            shape = [
+                self.value(d, env, inputs_src, (*path, "shape", i))
+                for i, d in enumerate(decl.shape)
+            ]
+            for i, d in enumerate(shape):
+                if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
+                    raise self.error(
+                        inputs_src,
+                        (*path, "shape", i),
+                        f"input sizes must be positive ints, got {describe_value(d)}",
+                    )
+            if input_size is not None and len(shape) == 3:
+                shape[1], shape[2] = input_size
+            for d in shape[1:]:
+                if d > LIMITS.max_spatial:
+                    raise LimitError(
+                        describe("max_spatial", d, LIMITS.max_spatial, "input size"),
+                        path=path,
+                        file=inputs_src.file,
+                        location=inputs_src.locate(path),
+                    )
+            node = Node(
+                name=iname,
+                op=ir.Input(shape=tuple(shape)),
+                inputs=(),
+                shape=tuple(shape),
+                scope=(),
+                block_type=None,
+                source=SourceRef(inputs_src.file, path),
+            )
+            self.add_node(node, inputs_src, path)
+            top.values[iname] = iname
+            first = first or iname
+        assert first is not None
+        top.values["input"] = first
+        env["in_channels"] = self.nodes[first].shape[0]
+        body = spec.body
+        ctx = BlockCtx(env=env, source=body.source, scope=(), block_type=None)
+        last = self.lower_items(body.value, body.path, "", top, first, ctx)
+        outputs: list[str] = []
+        if spec.outputs is not None:
+            for i, oname in enumerate(spec.outputs.value):
+                ref = top.lookup(oname)
+                if ref is None:
+                    raise self.error(
+                        spec.outputs.source,
+                        (*spec.outputs.path, i),
+                        f"unknown output '{oname}'{suggest(oname, top.known() - {'input'})}",
+                    )
+                outputs.append(ref)
+        else:
+            outputs.append(last)
+        return Graph(
+            name=spec.name,
+            description=spec.description,
+            spec_file=spec.file,
+            params=tuple(sorted(params.items())),
+            nodes=tuple(self.nodes.values()),
+            inputs=tuple(n for n in self.nodes if isinstance(self.nodes[n].op, ir.Input)),
+            outputs=tuple(outputs),
+            scopes=tuple(self.scopes),
+            shared_groups=tuple((k, tuple(v)) for k, v in self.shared.items() if len(v) > 1),
+        )
+
+    # ------------------------------------------------------------------ bodies
+
+    @staticmethod
+    def item_path(source: Source, list_path: Path, index: int) -> Path:
+        """Spec path of item `index`: through the `name:` wrapper when the item uses one."""
+        raw: Any = source.data
+        for elem in list_path:
+            raw = raw[elem]
+        entry = raw[index]
+        if (
+            isinstance(entry, dict)
+            and not ({"op", "block", "body"} & set(entry))
+            and len(entry) == 1
+        ):
+            return (*list_path, index, next(iter(entry)))
+        return (*list_path, index)
+
+    def lower_items(
+        self,
+        items: list[Any],
+        list_path: Path,
+        prefix: str,
+        names: Names,
+        current: str,
+        ctx: BlockCtx,
+    ) -> str:
+        declared = [item.name or str(i) for i, item in enumerate(items)]
+        for i, item in enumerate(items):
+            path = self.item_path(ctx.source, list_path, i)
+            local = declared[i]
+            names.later = frozenset(declared[i + 1 :])
+            full = prefix + local
+            sources = self.resolve_inputs(item, names, current, ctx, path)
+            if item.when is not None:
+                cond = self.value(item.when, ctx.env, ctx.source, (*path, "when"))
+                if not isinstance(cond, bool):
+                    raise self.error(
+                        ctx.source,
+                        (*path, "when"),
+                        f"expected a condition (true/false), got {describe_value(cond)}",
+                    )
+                if not cond:
+                    names.values[local] = sources[0]
+                    current = sources[0]
+                    continue
+            if local in names.values and local != "input":
+                raise self.error(
+                    ctx.source, path, f"duplicate name '{local}' in this body", key=True
+                )
+            if isinstance(item, BlockItem):
+                out = self.lower_block_item(item, path, full, sources, ctx)
+            elif isinstance(item, ScopeItem):
+                out = self.lower_scope_item(item, path, full, sources, names, ctx)
+            else:
+                out = self.lower_op(item, path, full, sources, ctx)
+            names.values[local] = out
+            current = out
+        return current
+
+    def resolve_inputs(
+        self, item: ItemBase, names: Names, current: str, ctx: BlockCtx, path: Path
+    ) -> list[str]:
+        if item.inputs is not None and item.input is not None:
+            raise self.error(ctx.source, path, "give either 'input' or 'inputs', not both")
+        refs: list[tuple[str, Path]]
+        if item.inputs is not None:
+            refs = [(r, (*path, "inputs", i)) for i, r in enumerate(item.inputs)]
+        elif item.input is not None:
+            refs = [(item.input, (*path, "input"))]
+        else:
+            return [current]
+        out: list[str] = []
+        for ref, rpath in refs:
+            if ref == "prev":
+                out.append(current)
+                continue
+            found = names.lookup(ref)
+            if found is None:
+                if ref in names.later or ref == (item.name or ""):
+                    raise self.error(
+                        ctx.source,
+                        rpath,
+                        f"'{ref}' is defined at or below this item: reading it would make a "
+                        "cycle (items may only read items above them)",
+                    )
+                raise self.error(
+                    ctx.source,
+                    rpath,
+                    f"unknown item '{ref}'{suggest(ref, names.known() | {'prev'})}",
+                )
+            out.append(found)
+        return out
+
+    # ------------------------------------------------------------------ ops
+
+    def op_fields(self, item: ItemBase, op: str, ctx: BlockCtx, path: Path) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for fname in type(item).model_fields:
+            if fname in COMMON_FIELDS:
+                continue
+            raw = getattr(item, fname)
+            if raw is not None:
+                fields[fname] = self.value(raw, ctx.env, ctx.source, (*path, fname))
+                continue
+            default = self.spec.defaults.get(op, {}).get(fname)
+            if default is not None:  # declared at the top level: evaluated with the model's params
+                fields[fname] = self.value(default.value, self.params, default.source, default.path)
+            else:
+                fields[fname] = BUILTIN_DEFAULTS.get(op, {}).get(fname)
+        return fields
+
+    def lower_op(self, item: Any, path: Path, full: str, sources: list[str], ctx: BlockCtx) -> str:
+        op_name: str = item.op
+        low, high = ARITY[op_name]
+        if not (low <= len(sources) <= (high or len(sources))):
+            want = f"{low}" if low == high else f"at least {low}"
+            raise self.error(
+                ctx.source,
+                path,
+                f"{op_name} takes {want} input(s), got {len(sources)}; name them with 'inputs'",
+            )
+        shapes = [self.nodes[s].shape for s in sources]
+        self.check_operands(op_name, sources, shapes, ctx, path)
+        fields = self.op_fields(item, op_name, ctx, path)
+        try:
+            op, shape = RULES[op_name](fields, shapes)
+        except OpError as exc:
+            where = (
+                (*path, exc.field) if exc.field and exc.field in type(item).model_fields else path
+            )
+            if exc.field == "kernel" and "padded input" in exc.message:
+                message = f"{exc.message} (input shape {fmt_shape(shapes[0])})"
+            else:
+                message = exc.message
+            raise self.error(ctx.source, where, message) from None
+        param_name = full if op_param_count(op, shapes[0]) else None
+        if getattr(item, "share", None):
+            param_name = self.bind_shared(item.share, op, full, ctx, path, shapes[0])
+        else:
+            self.count_params(op, shapes[0], ctx, path)
+        node = Node(
+            name=full,
+            op=op,
+            inputs=tuple(sources),
+            shape=shape,
+            scope=ctx.scope,
+            block_type=ctx.block_type,
+            param_name=param_name,
+            source=SourceRef(ctx.source.file, path),
+        )
+        self.add_node(node, ctx.source, path)
+        return full
+
+    def check_operands(
+        self, op: str, sources: list[str], shapes: list[Shape], ctx: BlockCtx, path: Path
+    ) -> None:
+        first, first_shape = sources[0], shapes[0]
+        for other, shape in zip(sources[1:], shapes[1:], strict=True):
+            if op == "add" and shape != first_shape:
+                raise self.error(
+                    ctx.source,
+                    path,
+                    f"add of mismatched shapes: '{first}' is {fmt_shape(first_shape)} but "
+                    f"'{other}' is {fmt_shape(shape)}",
+                )
+            if op == "concat" and (len(shape) != len(first_shape) or shape[1:] != first_shape[1:]):
+                raise self.error(
+                    ctx.source,
+                    path,
+                    f"concat along channels needs equal spatial sizes: '{first}' is "
+                    f"{fmt_shape(first_shape)} but '{other}' is {fmt_shape(shape)}",
+                )
+
+    def count_params(self, op: ir.Op, in_shape: Shape, ctx: BlockCtx, path: Path) -> None:
+        self.total_params += op_param_count(op, in_shape)
+        if self.total_params > LIMITS.max_params:
+            raise LimitError(
+                describe(
+                    "max_params", self.total_params, LIMITS.max_params, "total parameter count"
+                ),
+                path=path,
+                file=ctx.source.file,
+                location=ctx.source.locate(path),
+            )
+
+    def bind_shared(
+        self, group: str, op: ir.Op, full: str, ctx: BlockCtx, path: Path, in_shape: Shape
+    ) -> str:
+        if not op_param_count(op, in_shape):
+            raise self.error(
+                ctx.source, (*path, "share"), "only ops with parameters can share them"
+            )
+        param_name = ".".join((*ctx.scope, group))
+        bound = ctx.shared.get(group)
+        if bound is None:
+            ctx.shared[group] = (op, param_name, full)
+            self.shared[param_name] = [full]
+            self.count_params(op, in_shape, ctx, path)
+            return param_name
+        first_op, _, first_node = bound
+        if first_op != op:
+            diffs = [
+                f"{k} {getattr(first_op, k)} vs {getattr(op, k)}"
+                for k in type(op).model_fields
+                if getattr(first_op, k) != getattr(op, k)
+            ]
+            raise self.error(
+                ctx.source,
+                (*path, "share"),
+                f"shared-weight group '{group}' is used with different parameter shapes: "
+                f"'{first_node}' and '{full}' differ in {', '.join(diffs)}",
+            )
+        self.shared[param_name].append(full)
+        return param_name
+
+    # ------------------------------------------------------------------ blocks and scopes
+
+    def repeat_count(self, item: BlockItem | ScopeItem, ctx: BlockCtx, path: Path) -> int | None:
+        if item.repeat is None:
+            if item.first is not None:
+                raise self.error(ctx.source, (*path, "first"), "'first' only applies with 'repeat'")
+            return None
+        count = self.value(item.repeat, ctx.env, ctx.source, (*path, "repeat"))
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise self.error(
+                ctx.source, (*path, "repeat"), f"expected an int, got {describe_value(count)}"
+            )
+        if count <= 0:
+            raise self.error(
+                ctx.source, (*path, "repeat"), f"repeat count must be positive, got {count}"
+            )
+        if count > LIMITS.max_repeat:
+            raise LimitError(
+                describe("max_repeat", count, LIMITS.max_repeat, "repeat count"),
+                path=(*path, "repeat"),
+                file=ctx.source.file,
+                location=ctx.source.locate((*path, "repeat")),
+            )
+        return count
+
+    @contextmanager
+    def expanding(self, label: str, source: Source, path: Path) -> Iterator[None]:
+        self.depth += 1
+        if self.depth > MAX_BLOCK_DEPTH:
+            raise self.error(
+                source,
+                path,
+                f"blocks nest deeper than {MAX_BLOCK_DEPTH} levels: is a block using itself?",
+            )
+        self.context.append(label)
+        try:
+            yield
+        finally:
+            self.context.pop()
+            self.depth -= 1
+
+    def lower_block_item(
+        self, item: BlockItem, path: Path, full: str, sources: list[str], ctx: BlockCtx
+    ) -> str:
+        if len(sources) != 1:
+            raise self.error(ctx.source, (*path, "inputs"), "a block takes exactly one input")
+        block_name = self.value(item.block, ctx.env, ctx.source, (*path, "block"))
+        located = self.spec.blocks.get(block_name) if isinstance(block_name, str) else None
+        if located is None:
+            raise self.error(
+                ctx.source,
+                (*path, "block"),
+                f"unknown block '{block_name}'{suggest(str(block_name), self.spec.blocks)}",
+            )
+        count = self.repeat_count(item, ctx, path)
+        if count is None:
+            return self.call_block(
+                located, block_name, item.args, None, ctx, path, full, sources[0], {}
+            )
+        self.scopes.append(ScopeInfo(path=full, kind="repeat", block_type=block_name))
+        current = sources[0]
+        for i in range(count):
+            sub = f"{full}.{item.prefix}{item.start + i}"
+            first = item.first if i == 0 else None
+            current = self.call_block(
+                located, block_name, item.args, first, ctx, path, sub, current, {"index": i}
+            )
+        return current
+
+    def call_block(
+        self,
+        located: Located[BlockDef],
+        block_name: str,
+        args: dict[str, Any],
+        first: dict[str, Any] | None,
+        ctx: BlockCtx,
+        path: Path,
+        full: str,
+        source_node: str,
+        extra: dict[str, Any],
+    ) -> str:
+        bdef = located.value
+        env = {**ctx.env, **extra}
+        values: dict[str, Any] = {}
+        merged = [(k, v, (*path, "args", k)) for k, v in args.items()]
+        merged += [(k, v, (*path, "first", k)) for k, v in (first or {}).items()]
+        for key, raw, apath in merged:
+            if key not in bdef.params:
+                raise self.error(
+                    ctx.source,
+                    apath,
+                    f"unknown parameter '{key}' of block {block_name}{suggest(key, bdef.params)}",
+                    key=True,
+                )
+            value = self.value(raw, env, ctx.source, apath)
+            problem = check_value(bdef.params[key], value)
+            if problem:
+                raise self.error(ctx.source, apath, f"parameter '{key}' of {block_name}: {problem}")
+            values[key] = coerce(bdef.params[key], value)
+        for pname, decl in bdef.params.items():
+            if pname not in values:
+                if decl.default is None:
+                    raise self.error(
+                        ctx.source,
+                        path,
+                        f"block {block_name} needs parameter '{pname}' ({decl.type}); "
+                        f"add it under 'args'",
+                    )
+                values[pname] = decl.default
+        in_shape = self.nodes[source_node].shape
+        block_env = {**values, "in_channels": in_shape[0]}
+        inner = BlockCtx(
+            env=block_env,
+            source=located.source,
+            scope=tuple(full.split(".")),
+            block_type=block_name,
+        )
+        self.scopes.append(
+            ScopeInfo(
+                path=full, kind="block", block_type=block_name, args=tuple(sorted(values.items()))
+            )
+        )
+        names = Names(values={"input": source_node})
+        with self.expanding(f"{full} ({block_name})", ctx.source, path):
+            out = self.lower_items(
+                bdef.body, (*located.path, "body"), full + ".", names, source_node, inner
+            )
+            if bdef.output is not None:
+                found = names.lookup(bdef.output)
+                if found is None:
+                    raise self.error(
+                        located.source,
+                        (*located.path, "output"),
+                        f"unknown output item '{bdef.output}'{suggest(bdef.output, names.known())}",
+                    )
+                out = found
+        return out
+
+    def lower_scope_item(
+        self,
+        item: ScopeItem,
+        path: Path,
+        full: str,
+        sources: list[str],
+        names: Names,
+        ctx: BlockCtx,
+    ) -> str:
+        if len(sources) != 1:
+            raise self.error(ctx.source, (*path, "inputs"), "a body group takes exactly one input")
+        count = self.repeat_count(item, ctx, path)
+        if item.first is not None:
+            raise self.error(
+                ctx.source, (*path, "first"), "'first' applies to repeated blocks only"
+            )
+        if count is None:
+            self.scopes.append(ScopeInfo(path=full, kind="group"))
+            inner = Names(values={}, parent=names)
+            return self.lower_items(item.body, (*path, "body"), full + ".", inner, sources[0], ctx)
+        self.scopes.append(ScopeInfo(path=full, kind="repeat"))
+        current = sources[0]
+        saved = ctx.env
+        try:
+            for i in range(count):
+                ctx.env = {**saved, "index": i}
+                sub = f"{full}.{item.prefix}{item.start + i}"
+                self.scopes.append(ScopeInfo(path=sub, kind="group"))
+                inner = Names(values={}, parent=names)
+                current = self.lower_items(
+                    item.body, (*path, "body"), sub + ".", inner, current, ctx
+                )
+        finally:
+            ctx.env = saved
+        return current
+
+
+def resolve_params(spec: ResolvedSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameter values: declared defaults, then `--set` overrides, all type-checked."""
+    values: dict[str, Any] = {}
+    for key, value in overrides.items():
+        located = spec.params.get(key)
+        if located is None:
+            raise SpecError(
+                f"unknown parameter '{key}' of {spec.name}{suggest(key, spec.params)}",
+                path=("params",),
+                file="--set",
+            )
+        problem = check_value(located.value, value)
+        if problem:
+            raise SpecError(f"parameter '{key}': {problem}", path=("params", key), file="--set")
+        values[key] = coerce(located.value, value)
+    for name, located in spec.params.items():
+        if name not in values:
+            if located.value.default is None:
+                raise SpecError(
+                    f"parameter '{name}' ({located.value.type}) has no default; "
+                    f"give it with --set {name}=VALUE",
+                    path=("params", name),
+                    file=spec.file,
+                    location=located.source.locate(located.path),
+                )
+            values[name] = coerce(located.value, located.value.default)
+    return values
+
+
+def lower(
+    spec: ResolvedSpec,
+    overrides: Mapping[str, Any] | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> Graph:
+    params = resolve_params(spec, overrides or {})
+    return Lowerer(spec).lower(params, input_size)

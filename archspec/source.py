@@ -1,0 +1,154 @@
+"""Safe YAML loading that remembers where every value came from.
+
+PyYAML's safe composer builds the node tree; we convert it to plain Python ourselves so
+we can (a) record the line/column of every key and value under its spec path, (b) reject
+duplicate keys, and (c) cap size, depth and alias expansion before anything big exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+import yaml
+
+from archspec.errors import Location, Path, SpecError, format_path
+from archspec.limits import LIMITS, describe
+
+
+@dataclass
+class Source:
+    """One loaded YAML file: its data and the position of every spec path in it."""
+
+    file: str
+    data: Any
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, path: Path, *, key: bool = False) -> Location:
+        """Position of `path`, or of its nearest located ancestor."""
+        table = self.keys if key else self.values
+        probe = tuple(path)
+        while probe:
+            if probe in table:
+                line, col = table[probe]
+                return Location(self.file, line, col)
+            if not key and probe in self.keys:
+                line, col = self.keys[probe]
+                return Location(self.file, line, col)
+            probe = probe[:-1]
+        line, col = self.values.get((), (0, 0))
+        return Location(self.file, line + 1 if line == 0 else line, max(col, 1))
+
+    def error(self, path: Path, message: str, *, key: bool = False) -> SpecError:
+        return SpecError(message, path=path, file=self.file, location=self.locate(path, key=key))
+
+
+class _Converter:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.count = 0
+        self.src = Source(file, None)
+        self._scalar = yaml.constructor.SafeConstructor()
+
+    def fail(self, node: yaml.Node, path: Path, message: str) -> SpecError:
+        loc = Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+        return SpecError(message, path=path, file=self.file, location=loc)
+
+    def convert(self, node: yaml.Node, path: Path, depth: int) -> Any:
+        self.count += 1
+        if self.count > LIMITS.max_yaml_nodes:
+            raise self.fail(
+                node,
+                path,
+                describe("max_yaml_nodes", self.count, LIMITS.max_yaml_nodes, "YAML value count")
+                + "; aliases are expanded, so deep alias chains count many times",
+            )
+        if depth > LIMITS.max_yaml_depth:
+            raise self.fail(
+                node, path, describe("max_yaml_depth", depth, LIMITS.max_yaml_depth, "nesting")
+            )
+        self.src.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise self.fail(key_node, path, "YAML merge keys ('<<') are not supported")
+                key = self.convert(key_node, path, depth + 1)
+                if isinstance(key, bool | int | float) or key is None:
+                    key = str(key) if not isinstance(key, bool) else str(key).lower()
+                if not isinstance(key, str):
+                    raise self.fail(key_node, path, f"mapping keys must be strings, got {key!r}")
+                if key in out:
+                    raise self.fail(
+                        key_node, (*path, key), f"duplicate key '{key}' (each key may appear once)"
+                    )
+                self.src.keys[(*path, key)] = (
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                )
+                out[key] = self.convert(value_node, (*path, key), depth + 1)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        try:
+            return self._scalar.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            raise self.fail(node, path, f"invalid YAML value: {exc}") from None
+
+
+def load_text(text: str, file: str) -> Source:
+    """Parse untrusted YAML text into a Source, raising SpecError on any problem."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > LIMITS.max_file_bytes:
+        raise SpecError(
+            describe("max_file_bytes", size, LIMITS.max_file_bytes, "spec file size"),
+            file=file,
+            location=Location(file, 1, 1),
+        )
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or str(exc)
+        raise SpecError(
+            f"invalid YAML: {problem}", file=file, location=Location(file, line, col)
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}", file=file, location=Location(file, 1, 1)) from None
+    if node is None:
+        raise SpecError(
+            "the file is empty; expected a spec mapping", file=file, location=Location(file, 1, 1)
+        )
+    conv = _Converter(file)
+    conv.src.data = conv.convert(node, (), 0)
+    if not isinstance(conv.src.data, dict):
+        raise conv.src.error(
+            (), f"expected a mapping at the top level, got {type(conv.src.data).__name__}"
+        )
+    return conv.src
+
+
+def load_file(path: FsPath, display: str | None = None) -> Source:
+    name = display or str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc.strerror}", file=name) from None
+    if len(raw) > LIMITS.max_file_bytes:
+        raise SpecError(
+            describe("max_file_bytes", len(raw), LIMITS.max_file_bytes, "spec file size"),
+            file=name,
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"spec file is not UTF-8 text ({exc.reason} at byte {exc.start})", file=name
+        ) from None
+    return load_text(text, name)
+
+
+__all__ = ["Source", "format_path", "load_file", "load_text"]

@@ -1,0 +1,458 @@
+"""The spec format: pydantic v2 models of what a YAML spec file may contain.
+
+These models check structure and types of the text as written. Values that may be
+expressions (`$name`, `${...}`) are kept as strings here and evaluated when the spec is
+lowered (`archspec.lower`), where block parameters and input shapes are known.
+Fields left unset (None) take the spec's `defaults:` for that op, then the built-in
+defaults in `archspec.ops.BUILTIN_DEFAULTS`; the generated docs list both.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+)
+
+from archspec.expr import ExprError, expression_text, parse
+
+RESERVED = frozenset({"input", "prev", "self", "in_channels", "index", "x"})
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BLOCK_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]*$")
+
+
+def check_identifier(value: str) -> str:
+    if not _IDENT.match(value):
+        raise ValueError(
+            f"'{value}' is not a valid name; "
+            "expected letters, digits and '_', not starting with a digit"
+        )
+    if keyword.iskeyword(value) or value in {"True", "False", "None", "nn", "torch", "keras", "F"}:
+        raise ValueError(f"'{value}' is a reserved word in generated code; choose another name")
+    return value
+
+
+def check_item_name(value: str) -> str:
+    check_identifier(value)
+    if value in RESERVED:
+        raise ValueError(f"'{value}' is a reserved name ({', '.join(sorted(RESERVED))})")
+    return value
+
+
+def check_block_name(value: str) -> str:
+    check_identifier(value)
+    if not _BLOCK_NAME.match(value):
+        raise ValueError(
+            f"block names are class names: expected CapWords like 'Bottleneck', got '{value}'"
+        )
+    return value
+
+
+def check_expression(value: str) -> str:
+    found = expression_text(value)
+    if found is None:
+        raise ValueError(f"expected an expression '$name' or '${{...}}', got '{value}'")
+    text, offset = found
+    try:
+        parse(text)
+    except ExprError as exc:
+        at = f" at column {offset + exc.offset + 1}" if exc.offset is not None else ""
+        raise ValueError(f"bad expression '{value}': {exc.message}{at}") from None
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(check_identifier)]
+ItemName = Annotated[str, AfterValidator(check_item_name)]
+BlockName = Annotated[str, AfterValidator(check_block_name)]
+ExprStr = Annotated[str, AfterValidator(check_expression)]
+
+# Values that may be given literally or as an expression.
+IntLike = int | ExprStr
+FloatLike = float | int | ExprStr
+BoolLike = bool | ExprStr
+PairLike = IntLike | Annotated[list[IntLike], Field(min_length=2, max_length=2)]
+PaddingLike = (
+    Literal["same", "valid"]
+    | IntLike
+    | Annotated[list[IntLike], Field(min_length=2, max_length=2)]
+    | Annotated[list[IntLike], Field(min_length=4, max_length=4)]
+)
+INIT_NAMES = (
+    "default",
+    "he_normal",
+    "he_uniform",
+    "kaiming_normal",
+    "kaiming_normal_fan_out",
+    "kaiming_uniform",
+    "glorot_normal",
+    "glorot_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "zeros",
+    "ones",
+)
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InitSpec(SpecModel):
+    """An initializer with arguments; the plain names in INIT_NAMES cover common cases."""
+
+    kind: Literal["normal", "truncated_normal", "uniform", "constant"]
+    mean: float = 0.0
+    std: float = 0.05
+    low: float = -0.05
+    high: float = 0.05
+    value: float = 0.0
+
+
+InitLike = Literal[INIT_NAMES] | InitSpec  # type: ignore[valid-type]
+
+
+class ItemBase(SpecModel):
+    """Fields every body item accepts."""
+
+    name: ItemName | None = Field(default=None, description="explicit name (or use `name: {...}`)")
+    input: str | None = Field(
+        default=None, description="the item this one reads; default: the previous one"
+    )
+    inputs: list[str] | None = Field(default=None, description="several inputs (add, concat)")
+    when: BoolLike | None = Field(
+        default=None,
+        description="condition; when false the item is absent and passes its input through",
+    )
+    doc: str | None = None
+
+
+# ---------------------------------------------------------------------------- primitive ops
+
+
+class ConvOp(ItemBase):
+    op: Literal["conv"]
+    out: IntLike
+    kernel: PairLike
+    stride: PairLike | None = None
+    padding: PaddingLike | None = None
+    dilation: PairLike | None = None
+    groups: IntLike | None = None
+    bias: BoolLike | None = None
+    init: InitLike | None = None
+    bias_init: InitLike | None = None
+    share: Identifier | None = Field(default=None, description="shared-weight group name")
+
+
+class LinearOp(ItemBase):
+    op: Literal["linear"]
+    out: IntLike
+    bias: BoolLike | None = None
+    init: InitLike | None = None
+    bias_init: InitLike | None = None
+    share: Identifier | None = None
+
+
+class BatchNormOp(ItemBase):
+    op: Literal["batch_norm"]
+    eps: FloatLike | None = None
+    momentum: FloatLike | None = Field(
+        default=None,
+        description="weight of the new batch statistic "
+        "(PyTorch convention; Keras momentum = 1 - this)",
+    )
+    affine: BoolLike | None = None
+    share: Identifier | None = None
+
+
+class ReluOp(ItemBase):
+    op: Literal["relu"]
+
+
+class LeakyReluOp(ItemBase):
+    op: Literal["leaky_relu"]
+    slope: FloatLike = Field(
+        description="negative slope; required: frameworks disagree (0.01 vs 0.3)"
+    )
+
+
+class GeluOp(ItemBase):
+    op: Literal["gelu"]
+    approximate: Literal["none", "tanh"] = "none"
+
+
+class SigmoidOp(ItemBase):
+    op: Literal["sigmoid"]
+
+
+class TanhOp(ItemBase):
+    op: Literal["tanh"]
+
+
+class SoftmaxOp(ItemBase):
+    op: Literal["softmax"]
+    axis: Literal[1] = Field(default=1, description="canonical channel axis")
+
+
+class MaxPoolOp(ItemBase):
+    op: Literal["max_pool"]
+    kernel: PairLike
+    stride: PairLike | None = None
+    padding: PaddingLike | None = None
+    ceil_mode: BoolLike | None = None
+
+
+class AvgPoolOp(ItemBase):
+    op: Literal["avg_pool"]
+    kernel: PairLike
+    stride: PairLike | None = None
+    padding: PaddingLike | None = None
+    ceil_mode: BoolLike | None = None
+    count_include_pad: BoolLike | None = None
+
+
+class GlobalAvgPoolOp(ItemBase):
+    op: Literal["global_avg_pool"]
+    keepdims: BoolLike | None = None
+
+
+class GlobalMaxPoolOp(ItemBase):
+    op: Literal["global_max_pool"]
+    keepdims: BoolLike | None = None
+
+
+class AdaptiveAvgPoolOp(ItemBase):
+    op: Literal["adaptive_avg_pool"]
+    size: PairLike
+
+
+class FlattenOp(ItemBase):
+    op: Literal["flatten"]
+
+
+class DropoutOp(ItemBase):
+    op: Literal["dropout"]
+    rate: FloatLike
+
+
+class AddOp(ItemBase):
+    op: Literal["add"]
+
+
+class ConcatOp(ItemBase):
+    op: Literal["concat"]
+
+
+class PadOp(ItemBase):
+    op: Literal["pad"]
+    padding: PaddingLike
+    value: FloatLike = 0.0
+
+
+OpItem = Annotated[
+    ConvOp
+    | LinearOp
+    | BatchNormOp
+    | ReluOp
+    | LeakyReluOp
+    | GeluOp
+    | SigmoidOp
+    | TanhOp
+    | SoftmaxOp
+    | MaxPoolOp
+    | AvgPoolOp
+    | GlobalAvgPoolOp
+    | GlobalMaxPoolOp
+    | AdaptiveAvgPoolOp
+    | FlattenOp
+    | DropoutOp
+    | AddOp
+    | ConcatOp
+    | PadOp,
+    Field(discriminator="op"),
+]
+OP_MODELS: dict[str, type[ItemBase]] = {
+    m.model_fields["op"].annotation.__args__[0]: m  # type: ignore[union-attr]
+    for m in (
+        ConvOp,
+        LinearOp,
+        BatchNormOp,
+        ReluOp,
+        LeakyReluOp,
+        GeluOp,
+        SigmoidOp,
+        TanhOp,
+        SoftmaxOp,
+        MaxPoolOp,
+        AvgPoolOp,
+        GlobalAvgPoolOp,
+        GlobalMaxPoolOp,
+        AdaptiveAvgPoolOp,
+        FlattenOp,
+        DropoutOp,
+        AddOp,
+        ConcatOp,
+        PadOp,
+    )
+}
+
+
+# ---------------------------------------------------------------------------- composition
+
+
+class RepeatFields(SpecModel):
+    repeat: IntLike | None = Field(default=None, description="repeat count (a stage)")
+    first: dict[Identifier, Any] | None = Field(
+        default=None, description="argument overrides for the first repeat (e.g. stride: 2)"
+    )
+    prefix: str = Field(default="", description="repeat item names: prefix + index")
+    start: int = Field(default=0, ge=0, description="index of the first repeat in its name")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not _IDENT.match(value):
+            raise ValueError(f"prefix '{value}' must be a valid identifier start")
+        return value
+
+
+class BlockItem(ItemBase, RepeatFields):
+    """Use a block (by name, or `$param`), optionally repeated as a stage."""
+
+    block: str
+    args: dict[Identifier, Any] = Field(default_factory=dict)
+
+
+class ScopeItem(ItemBase, RepeatFields):
+    """An inline, named group of items (a branch, a `features` sequence, a repeated body)."""
+
+    body: list[Item]
+
+
+def _item_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "op" in value:
+            return "op"
+        if "block" in value:
+            return "block"
+        if "body" in value:
+            return "scope"
+    if isinstance(value, BaseModel):
+        return {ScopeItem: "scope", BlockItem: "block"}.get(type(value), "op")
+    return None
+
+
+def unwrap_named(value: Any) -> Any:
+    """Accept `{conv1: {op: conv, ...}}` as the item `{op: conv, name: conv1, ...}`."""
+    if isinstance(value, dict) and _item_kind(value) is None and len(value) == 1:
+        ((name, inner),) = value.items()
+        if isinstance(inner, dict) and "name" not in inner:
+            return {**inner, "name": name}
+    if isinstance(value, dict) and _item_kind(value) is None:
+        keys = ", ".join(map(str, value)) or "nothing"
+        raise ValueError(
+            "expected an item: a mapping with 'op', 'block' or 'body', or a single "
+            f"`name: {{...}}` entry; got a mapping with {keys}"
+        )
+    return value
+
+
+Item = Annotated[
+    Annotated[OpItem, Tag("op")]
+    | Annotated[BlockItem, Tag("block")]
+    | Annotated[ScopeItem, Tag("scope")],
+    Discriminator(_item_kind),
+    BeforeValidator(unwrap_named),
+]
+Body = list[Item]
+ScopeItem.model_rebuild()
+
+
+# ---------------------------------------------------------------------------- params, blocks, spec
+
+PARAM_TYPES = ("int", "float", "bool", "str", "ints", "floats")
+ParamType = Literal["int", "float", "bool", "str", "ints", "floats"]
+
+
+class ParamDecl(SpecModel):
+    type: ParamType
+    default: int | float | bool | str | list[int | float] | None = None
+    doc: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: list[int | float | str] | None = None
+
+
+def infer_param(value: Any) -> Any:
+    """Shorthands: `planes: int` (required int), `num_classes: 1000` (int, default 1000)."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value in PARAM_TYPES:
+        return {"type": value}
+    if isinstance(value, bool):
+        return {"type": "bool", "default": value}
+    if isinstance(value, int):
+        return {"type": "int", "default": value}
+    if isinstance(value, float):
+        return {"type": "float", "default": value}
+    if isinstance(value, str):
+        return {"type": "str", "default": value}
+    if isinstance(value, list):
+        kind = (
+            "ints"
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            else "floats"
+        )
+        return {"type": kind, "default": value}
+    return value
+
+
+Param = Annotated[ParamDecl, BeforeValidator(infer_param)]
+
+
+class BlockDef(SpecModel):
+    doc: str = ""
+    params: dict[Identifier, Param] = Field(default_factory=dict)
+    body: Body = Field(min_length=1)
+    output: ItemName | None = Field(
+        default=None, description="the item whose value the block returns (default: last)"
+    )
+
+
+class InputDecl(SpecModel):
+    shape: list[IntLike] = Field(min_length=1, max_length=3, description="(C, H, W) without batch")
+    dtype: Literal["float32"] = "float32"
+
+
+def _input_shorthand(value: Any) -> Any:
+    return {"shape": value} if isinstance(value, list) else value
+
+
+class Spec(SpecModel):
+    """A spec file: a whole architecture, or a library of blocks (and an abstract family)."""
+
+    name: Identifier | None = Field(default=None, description="must equal the file name stem")
+    description: str = ""
+    extends: str | None = Field(
+        default=None, description="a library spec whose architecture this one refines"
+    )
+    use: list[str] = Field(
+        default_factory=list, description="library specs whose blocks this one uses"
+    )
+    abstract: bool = Field(default=False, description="a family to extend, not a model on its own")
+    params: dict[Identifier, Param] = Field(default_factory=dict)
+    inputs: dict[ItemName, Annotated[InputDecl, BeforeValidator(_input_shorthand)]] | None = None
+    outputs: list[str] | None = None
+    defaults: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    blocks: dict[BlockName, BlockDef] = Field(default_factory=dict)
+    body: Body | None = None
+    notes: str = Field(default="", description="free text: provenance, choices made")

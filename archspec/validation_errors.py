@@ -1,0 +1,157 @@
+"""Turning pydantic's validation errors into ONE archspec error at a YAML position.
+
+pydantic reports locations in model terms (with union tags such as 'op' or 'conv' mixed
+in); we map them back onto the YAML data to find the spec path and its line/column, and
+rewrite the message in spec terms: expected vs got, with a nearest-name suggestion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from archspec.errors import Path, SpecError, suggest
+from archspec.params import describe_value
+from archspec.source import Source
+from archspec.spec import OP_MODELS, BlockDef, BlockItem, InputDecl, ParamDecl, ScopeItem, Spec
+
+_EXPECTED = {
+    "int": "an int",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+    "list": "a list",
+    "dict": "a mapping",
+    "model": "a mapping",
+}
+
+
+def _walk(data: Any, loc: tuple[Any, ...]) -> Path:
+    """The deepest YAML path that `loc` can be matched along (tags skipped)."""
+    best: Path = ()
+
+    def visit(cur: Any, i: int, path: Path) -> None:
+        nonlocal best
+        if len(path) > len(best):
+            best = path
+        if i == len(loc):
+            return
+        elem = loc[i]
+        if isinstance(cur, dict) and isinstance(elem, str) and elem in cur:
+            visit(cur[elem], i + 1, (*path, elem))
+        if isinstance(cur, list) and isinstance(elem, int) and 0 <= elem < len(cur):
+            visit(cur[elem], i + 1, (*path, elem))
+        if isinstance(cur, dict) and len(cur) == 1:  # a named item `name: {...}`
+            ((key, inner),) = cur.items()
+            if isinstance(inner, dict) and isinstance(elem, str) and elem in inner:
+                visit(inner[elem], i + 1, (*path, key, elem))
+        visit(cur, i + 1, path)  # skip a tag such as 'op' / 'conv' / 'function-after[...]'
+
+    visit(data, 0, ())
+    return best
+
+
+def _at(data: Any, path: Path) -> Any:
+    for elem in path:
+        data = data[elem]
+    return data
+
+
+def _model_for(data: Any, path: Path) -> type[BaseModel] | None:
+    """Which spec model the mapping at `path` is validated against (for field suggestions)."""
+    if not path:
+        return Spec
+    if len(path) == 2 and path[0] == "blocks":
+        return BlockDef
+    if len(path) == 2 and path[0] == "inputs":
+        return InputDecl
+    if len(path) >= 2 and path[-2] == "params":
+        return ParamDecl
+    node = _at(data, path)
+    if not isinstance(node, dict):
+        return None
+    if "op" in node:
+        return OP_MODELS.get(str(node["op"]))
+    if "block" in node:
+        return BlockItem
+    if "body" in node:
+        return ScopeItem
+    return None
+
+
+def _fields(model: type[BaseModel] | None) -> list[str]:
+    if model is None:
+        return []
+    return [f for f in model.model_fields if f != "op"]
+
+
+def _one(err: ErrorDetails, source: Source) -> tuple[Path, str, str]:
+    """(spec path, message, kind) for one pydantic error."""
+    data = source.data
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        path = _walk(data, loc)
+        parent = path[:-1]
+        name = str(path[-1]) if path else "?"
+        allowed = _fields(_model_for(data, parent))
+        return path, f"unknown field '{name}'{suggest(name, allowed)}", "key"
+    if kind == "missing":
+        parent = _walk(data, loc[:-1])
+        name = str(loc[-1])
+        model = _model_for(data, parent)
+        needs = ""
+        if model is not None and "op" in model.model_fields:
+            req = [f for f, info in model.model_fields.items() if info.is_required() and f != "op"]
+            op = model.model_fields["op"].annotation.__args__[0]  # type: ignore[union-attr]
+            needs = f" ({op} needs: {', '.join(req)})"
+        return parent, f"missing required field '{name}'{needs}", "value"
+    if kind == "union_tag_invalid":
+        path = _walk(data, loc)
+        tag = str(ctx.get("tag", "?"))
+        if isinstance(_at(data, path), dict) and "op" not in _at(data, path):
+            inner = _at(data, path)
+            if len(inner) == 1:
+                path = (*path, next(iter(inner)))
+        return (*path, "op"), f"unknown op '{tag}'{suggest(tag, OP_MODELS)}", "value"
+    path = _walk(data, loc)
+    got = describe_value(err.get("input"))
+    if kind == "value_error":
+        msg = str(ctx.get("error", err["msg"]))
+        return path, msg, "value"
+    if kind == "literal_error":
+        return path, f"expected {ctx.get('expected', '?')}, got {got}", "expect"
+    if kind in ("too_short", "too_long"):
+        bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        relation = "at least" if kind == "too_short" else "at most"
+        return path, f"expected {relation} {bound} item(s), got {ctx.get('actual_length')}", "value"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        return path, f"{err['msg'].lower()}, got {got}", "value"
+    prefix = kind.split("_")[0]
+    expected = _EXPECTED.get(prefix, err["msg"].lower())
+    return path, f"expected {expected}, got {got}", "expect"
+
+
+def translate(exc: ValidationError, source: Source) -> SpecError:
+    """One SpecError for the first problem pydantic found, merging union alternatives."""
+    errors = exc.errors(include_url=False)
+    results = [_one(e, source) for e in errors]
+    first_path = results[0][0]
+    same = [r for r in results if r[0] == first_path]
+    chosen = next((r for r in same if r[2] != "expect"), None)
+    if chosen is not None:
+        path, message, kind = chosen
+        return source.error(path, message, key=(kind == "key"))
+    expected: list[str] = []
+    for _, message, _ in same:
+        phrase = message.split(", got ")[0].removeprefix("expected ")
+        if phrase not in expected:
+            expected.append(phrase)
+    got = same[0][1].split(", got ", 1)[-1]
+    alternatives = " or ".join(expected)
+    if any("an int" in e or "a number" in e or "true or false" in e for e in expected):
+        alternatives += " (or an expression '$name' / '${...}')"
+    return source.error(first_path, f"expected {alternatives}, got {got}")

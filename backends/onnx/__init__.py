@@ -1,0 +1,1 @@
+"""ONNX backend (placeholder until the ONNX backend issue lands)."""

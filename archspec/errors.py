@@ -23,7 +23,7 @@ def format_path(path: Sequence[PathElem]) -> str:
             out += f"[{elem}]"
         else:
             out += f".{elem}" if out else str(elem)
-    return out or "<root>"
+    return out
 
 
 def suggest(name: str, known: Iterable[str], *, limit: int = 12) -> str:
@@ -63,7 +63,8 @@ class SpecError(Exception):
             where = f"{self.location.file}:{self.location.line}:{self.location.col}: "
         elif self.file is not None:
             where = f"{self.file}: "
-        text = f"{where}{format_path(self.path)}: {self.message}"
+        path = format_path(self.path)
+        text = f"{where}{path}: {self.message}" if path else f"{where}{self.message}"
         if self.context:
             text += f"\n  ({self.context})"
         return text

@@ -90,7 +90,10 @@ class Lowerer:
     def error(self, source: Source, path: Path, message: str, *, key: bool = False) -> SpecError:
         err = source.error(path, message, key=key)
         if self.context:
-            err.context = "while expanding " + " > ".join(self.context)
+            levels = self.context
+            if len(levels) > 4:
+                levels = [*levels[:2], f"... {len(levels) - 3} more ...", levels[-1]]
+            err.context = "while expanding " + " > ".join(levels)
         return err
 
     def value(self, raw: Any, env: Mapping[str, Any], source: Source, path: Path) -> Any:
@@ -144,15 +147,14 @@ class Lowerer:
         first: str | None = None
         for iname, decl in spec.inputs.value.items():
             path = (*spec.inputs.path, iname)
-            shape = [
-                self.value(d, env, inputs_src, (*path, "shape", i))
-                for i, d in enumerate(decl.shape)
-            ]
+            # `image: [3, 224, 224]` is shorthand for `image: {shape: [...]}`
+            dims = path if isinstance(inputs_src.data["inputs"][iname], list) else (*path, "shape")
+            shape = [self.value(d, env, inputs_src, (*dims, i)) for i, d in enumerate(decl.shape)]
             for i, d in enumerate(shape):
                 if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
                     raise self.error(
                         inputs_src,
-                        (*path, "shape", i),
+                        (*dims, i),
                         f"input sizes must be positive ints, got {describe_value(d)}",
                     )
             if input_size is not None and len(shape) == 3:

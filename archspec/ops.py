@@ -63,7 +63,8 @@ def pair(value: Any, field: str) -> tuple[int, int]:
 
 def check_channels(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise OpError(field, f"expected a positive int, got {type(value).__name__} {value!r}")
+        hint = " (use // or floor() for integer division)" if isinstance(value, float) else ""
+        raise OpError(field, f"expected a positive int, got {type(value).__name__} {value!r}{hint}")
     if value <= 0:
         raise OpError(field, f"must be positive, got {value}")
     if value > LIMITS.max_channels:

@@ -119,7 +119,7 @@ class _Loader:
                 return candidate.resolve()
         known = {
             p.stem
-            for d in (origin.parent, origin.parent / "lib", specs_root() / "lib")
+            for d in (origin.parent / "lib", specs_root() / "lib")
             for p in d.glob("*.yaml")
         }
         raise source.error(where, f"unknown library spec '{name}'{suggest(name, known)}")

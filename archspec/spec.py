@@ -61,7 +61,7 @@ def check_block_name(value: str) -> str:
 def check_expression(value: str) -> str:
     found = expression_text(value)
     if found is None:
-        raise ValueError(f"expected an expression '$name' or '${{...}}', got '{value}'")
+        raise ValueError(f"expected an expression ('$name' or '${{...}}'), got {value!r}")
     text, offset = found
     try:
         parse(text)

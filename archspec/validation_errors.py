@@ -28,29 +28,35 @@ _EXPECTED = {
 }
 
 
-def _walk(data: Any, loc: tuple[Any, ...]) -> Path:
-    """The deepest YAML path that `loc` can be matched along (tags skipped)."""
-    best: Path = ()
+def _walk(data: Any, loc: tuple[Any, ...]) -> tuple[Path, bool]:
+    """The YAML path `loc` best matches (union tags skipped), and whether it names a key.
 
-    def visit(cur: Any, i: int, path: Path) -> None:
+    Among candidate paths, the one matching the latest loc element wins, then the deepest.
+    A `name` field of a `name: {...}` item resolves to that mapping key.
+    """
+    best: tuple[int, int, Path, bool] = (0, -1, (), False)
+
+    def visit(cur: Any, i: int, path: Path, last: int, is_key: bool) -> None:
         nonlocal best
-        if len(path) > len(best):
-            best = path
+        if (last, len(path)) > best[:2]:
+            best = (last, len(path), path, is_key)
         if i == len(loc):
             return
         elem = loc[i]
         if isinstance(cur, dict) and isinstance(elem, str) and elem in cur:
-            visit(cur[elem], i + 1, (*path, elem))
+            visit(cur[elem], i + 1, (*path, elem), i, False)
         if isinstance(cur, list) and isinstance(elem, int) and 0 <= elem < len(cur):
-            visit(cur[elem], i + 1, (*path, elem))
+            visit(cur[elem], i + 1, (*path, elem), i, False)
         if isinstance(cur, dict) and len(cur) == 1:  # a named item `name: {...}`
             ((key, inner),) = cur.items()
-            if isinstance(inner, dict) and isinstance(elem, str) and elem in inner:
-                visit(inner[elem], i + 1, (*path, key, elem))
-        visit(cur, i + 1, path)  # skip a tag such as 'op' / 'conv' / 'function-after[...]'
+            if isinstance(inner, dict) and elem == "name" and "name" not in inner:
+                visit(None, i + 1, (*path, key), i, True)
+            elif isinstance(inner, dict) and isinstance(elem, str) and elem in inner:
+                visit(inner[elem], i + 1, (*path, key, elem), i, False)
+        visit(cur, i + 1, path, last, is_key)  # skip a tag such as 'op' / 'conv'
 
-    visit(data, 0, ())
-    return best
+    visit(data, 0, (), -1, False)
+    return best[2], best[3]
 
 
 def _at(data: Any, path: Path) -> Any:
@@ -94,13 +100,15 @@ def _one(err: ErrorDetails, source: Source) -> tuple[Path, str, str]:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
-        path = _walk(data, loc)
+        path, _ = _walk(data, loc)
         parent = path[:-1]
         name = str(path[-1]) if path else "?"
         allowed = _fields(_model_for(data, parent))
         return path, f"unknown field '{name}'{suggest(name, allowed)}", "key"
     if kind == "missing":
-        parent = _walk(data, loc[:-1])
+        parent, _ = _walk(data, loc[:-1])
+        while parent and not isinstance(_at(data, parent), dict):
+            parent = parent[:-1]
         name = str(loc[-1])
         model = _model_for(data, parent)
         needs = ""
@@ -110,20 +118,31 @@ def _one(err: ErrorDetails, source: Source) -> tuple[Path, str, str]:
             needs = f" ({op} needs: {', '.join(req)})"
         return parent, f"missing required field '{name}'{needs}", "value"
     if kind == "union_tag_invalid":
-        path = _walk(data, loc)
+        path, _ = _walk(data, loc)
         tag = str(ctx.get("tag", "?"))
-        if isinstance(_at(data, path), dict) and "op" not in _at(data, path):
-            inner = _at(data, path)
-            if len(inner) == 1:
-                path = (*path, next(iter(inner)))
-        return (*path, "op"), f"unknown op '{tag}'{suggest(tag, OP_MODELS)}", "value"
-    path = _walk(data, loc)
+        if path[-1:] != ("op",):
+            path = (*path, "op")
+        return path, f"unknown op '{tag}'{suggest(tag, OP_MODELS)}", "value"
+    if kind == "union_tag_not_found":
+        path, _ = _walk(data, loc)
+        return (
+            path,
+            "expected an item: a mapping with 'op', 'block' or 'body', or a single "
+            f"`name: {{...}}` entry; got {describe_value(err.get('input'))}",
+            "value",
+        )
+    path, is_key = _walk(data, loc)
     got = describe_value(err.get("input"))
     if kind == "value_error":
         msg = str(ctx.get("error", err["msg"]))
-        return path, msg, "value"
+        return path, msg, "key" if is_key else ("expect" if msg.startswith("expected ") else "value")
     if kind == "literal_error":
-        return path, f"expected {ctx.get('expected', '?')}, got {got}", "expect"
+        value = err.get("input")
+        hint = ""
+        if isinstance(value, str):
+            options = [o.strip(" '") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
+            hint = suggest(value, [o for o in options if o]).split(" (known")[0]
+        return path, f"expected {ctx.get('expected', '?')}, got {got}{hint}", "expect"
     if kind in ("too_short", "too_long"):
         bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
         relation = "at least" if kind == "too_short" else "at most"
@@ -138,6 +157,8 @@ def _one(err: ErrorDetails, source: Source) -> tuple[Path, str, str]:
 def translate(exc: ValidationError, source: Source) -> SpecError:
     """One SpecError for the first problem pydantic found, merging union alternatives."""
     errors = exc.errors(include_url=False)
+    # An unknown field explains a "missing" one better (a typo usually causes both).
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
     results = [_one(e, source) for e in errors]
     first_path = results[0][0]
     same = [r for r in results if r[0] == first_path]
@@ -148,10 +169,11 @@ def translate(exc: ValidationError, source: Source) -> SpecError:
     expected: list[str] = []
     for _, message, _ in same:
         phrase = message.split(", got ")[0].removeprefix("expected ")
-        if phrase not in expected:
+        if phrase not in expected and not phrase.startswith("an expression"):
             expected.append(phrase)
-    got = same[0][1].split(", got ", 1)[-1]
-    alternatives = " or ".join(expected)
-    if any("an int" in e or "a number" in e or "true or false" in e for e in expected):
+    got = next((m for _, m, _ in same if not m.startswith("expected an expression")), same[0][1])
+    got = got.split(", got ", 1)[-1]
+    alternatives = " or ".join(expected) or "an expression"
+    if len(expected) < len(same):
         alternatives += " (or an expression '$name' / '${...}')"
     return source.error(first_path, f"expected {alternatives}, got {got}")

@@ -1,0 +1,30 @@
+"""Shared test fixtures and the golden-file accept flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--accept",
+        action="store_true",
+        default=False,
+        help="rewrite golden files (tests/bad_specs/*.expected) from the current output",
+    )
+
+
+@pytest.fixture
+def accept(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--accept"))
+
+
+@pytest.fixture
+def in_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from the repo root so file names in messages are stable relative paths."""
+    monkeypatch.chdir(ROOT)
+    return ROOT

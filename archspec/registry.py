@@ -118,9 +118,7 @@ class _Loader:
             if candidate.is_file():
                 return candidate.resolve()
         known = {
-            p.stem
-            for d in (origin.parent / "lib", specs_root() / "lib")
-            for p in d.glob("*.yaml")
+            p.stem for d in (origin.parent / "lib", specs_root() / "lib") for p in d.glob("*.yaml")
         }
         raise source.error(where, f"unknown library spec '{name}'{suggest(name, known)}")
 

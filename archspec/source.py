@@ -70,6 +70,13 @@ class _Converter:
                 node, path, describe("max_yaml_depth", depth, LIMITS.max_yaml_depth, "nesting")
             )
         self.src.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        plain = {
+            yaml.MappingNode: "tag:yaml.org,2002:map",
+            yaml.SequenceNode: "tag:yaml.org,2002:seq",
+        }
+        expected_tag = plain.get(type(node))
+        if expected_tag is not None and node.tag != expected_tag:
+            raise self.fail(node, path, f"YAML tag '{node.tag}' is not allowed in a spec")
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:

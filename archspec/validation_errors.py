@@ -135,12 +135,18 @@ def _one(err: ErrorDetails, source: Source) -> tuple[Path, str, str]:
     got = describe_value(err.get("input"))
     if kind == "value_error":
         msg = str(ctx.get("error", err["msg"]))
-        return path, msg, "key" if is_key else ("expect" if msg.startswith("expected ") else "value")
+        return (
+            path,
+            msg,
+            "key" if is_key else ("expect" if msg.startswith("expected ") else "value"),
+        )
     if kind == "literal_error":
         value = err.get("input")
         hint = ""
         if isinstance(value, str):
-            options = [o.strip(" '") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")]
+            options = [
+                o.strip(" '") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")
+            ]
             hint = suggest(value, [o for o in options if o]).split(" (known")[0]
         return path, f"expected {ctx.get('expected', '?')}, got {got}{hint}", "expect"
     if kind in ("too_short", "too_long"):

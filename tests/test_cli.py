@@ -1,0 +1,124 @@
+"""The command line: list, validate, summary, schema, graph, and its import discipline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from archspec.cli import main
+from archspec.registry import zoo_names
+
+HEAVY = ("torch", "tensorflow", "keras", "onnx", "onnxruntime", "jax")
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_help_lists_commands() -> None:
+    code, out, _ = run("--help")
+    assert code == 0
+    for command in ("list", "validate", "summary", "schema", "graph", "gen"):
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["list"], ["validate", "resnet50", "densenet121"], ["summary", "rcnn"]],
+    ids=lambda a: a[0],
+)
+def test_light_commands_import_no_framework(argv: list[str]) -> None:
+    script = (
+        "import sys\n"
+        "from archspec.cli import main\n"
+        f"try:\n    main({argv!r}, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_list_shows_every_spec_with_params() -> None:
+    code, out, _ = run("list")
+    assert code == 0
+    for name in zoo_names():
+        assert name in out
+    assert "25,557,032" in out and "61,100,840" in out
+
+
+def test_summary_totals() -> None:
+    code, out, _ = run("summary", "resnet50")
+    assert code == 0
+    assert "trainable params:     25,557,032" in out
+    assert "non-trainable params: 53,120" in out
+    assert "layer1.0.downsample.0" in out
+    code, out, _ = run("summary", "resnet50_v1")
+    assert "trainable params:     25,583,592" in out
+    assert "total params:         25,636,712" in out
+
+
+def test_summary_overrides_and_input_size() -> None:
+    code, out, _ = run("summary", "resnet18", "--set", "num_classes=10", "--input-size", "97", "97")
+    assert code == 0
+    assert "(N, 10)" in out
+    assert "(N, 512, 4, 4)" in out  # 97 -> 49 -> 25 -> 13 -> 7 -> 4
+
+
+def test_summary_of_a_file(in_repo: Path) -> None:
+    code, out, _ = run("summary", "specs/alexnet.yaml")
+    assert code == 0 and "61,100,840" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["summary", "resnet50", "--set", "num_clases=10"], "did you mean 'num_classes'?"),
+        (["summary", "resnet50", "--set", "num_classes=ten"], "expected an int, got str 'ten'"),
+        (["summary", "resnet5"], "unknown spec 'resnet5'; did you mean 'resnet50'?"),
+        (["summary", "missing/file.yaml"], "no such spec file: missing/file.yaml"),
+        (["summary", "alexnet", "--input-size", "32", "32"], "larger than the padded input"),
+    ],
+)
+def test_summary_errors_exit_2_without_traceback(args: list[str], message: str) -> None:
+    code, _, err = run(*args)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_schema_is_json_schema_of_the_format() -> None:
+    code, out, _ = run("schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema["title"] == "archspec spec"
+    assert {"params", "blocks", "body", "inputs", "defaults", "extends"} <= set(
+        schema["properties"]
+    )
+    assert "ConvOp" in schema["$defs"]
+    body = schema["properties"]["body"]
+    text = json.dumps(body)
+    assert '"maxProperties": 1' in text  # `name: {item}` entries are allowed
+
+
+@pytest.mark.parametrize("fmt", ["mermaid", "dot"])
+def test_graph_formats(fmt: str) -> None:
+    code, out, _ = run("graph", "rcnn", "--format", fmt)
+    assert code == 0
+    arrow = "-->" if fmt == "mermaid" else "->"
+    assert out.count(arrow) >= 76  # every node has at least one producer except the input
+    assert "rcl1.steps.3.conv" in out
+
+
+def test_validate_library_and_model(in_repo: Path) -> None:
+    code, out, _ = run("validate", "specs/lib/resnet.yaml", "rcnn")
+    assert code == 0
+    assert "library with 2 block(s)" in out
+    assert "290,538 trainable" in out

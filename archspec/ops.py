@@ -31,7 +31,7 @@ BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "linear": {"bias": True, "init": "default", "bias_init": "default"},
     "batch_norm": {"eps": 1e-5, "momentum": 0.1, "affine": True},
     "max_pool": {"stride": None, "padding": 0, "ceil_mode": False},
-    "avg_pool": {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True},
+    "avg_pool": {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": None},
     "global_avg_pool": {"keepdims": False},
     "global_max_pool": {"keepdims": False},
 }
@@ -306,7 +306,9 @@ def _max_pool(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
 @rule("avg_pool")
 def _avg_pool(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
     fields, shape = _pool(f, shapes, "avg_pool")
-    include = flag(f["count_include_pad"], "count_include_pad")
+    # Unset: TensorFlow's 'same' averages over real pixels only; explicit pads count (PyTorch).
+    include = f["count_include_pad"]
+    include = (not fields["padding"].same) if include is None else flag(include, "count_include_pad")
     return ir.AvgPool2d(**fields, count_include_pad=include), shape
 
 

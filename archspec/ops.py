@@ -308,7 +308,9 @@ def _avg_pool(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
     fields, shape = _pool(f, shapes, "avg_pool")
     # Unset: TensorFlow's 'same' averages over real pixels only; explicit pads count (PyTorch).
     include = f["count_include_pad"]
-    include = (not fields["padding"].same) if include is None else flag(include, "count_include_pad")
+    if include is None:
+        include = not fields["padding"].same
+    include = flag(include, "count_include_pad")
     return ir.AvgPool2d(**fields, count_include_pad=include), shape
 
 

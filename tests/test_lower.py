@@ -98,7 +98,8 @@ def test_shared_group_is_per_block_instance(tmp_path: Path) -> None:
 def test_defaults_precedence(tmp_path: Path) -> None:
     text = HEAD + (
         "defaults:\n  conv: {bias: false}\n  batch_norm: {eps: 0.001}\n"
-        "body:\n  - a: {op: conv, out: 4, kernel: 1}\n  - b: {op: conv, out: 4, kernel: 1, bias: true}\n"
+        "body:\n  - a: {op: conv, out: 4, kernel: 1}\n"
+        "  - b: {op: conv, out: 4, kernel: 1, bias: true}\n"
         "  - n: {op: batch_norm}\n  - m: {op: batch_norm, momentum: 0.01}\n"
     )
     g = build(tmp_path, text)
@@ -144,7 +145,8 @@ def test_extends_refines_params_and_overrides_blocks(tmp_path: Path) -> None:
     ))  # fmt: skip
     (tmp_path / "child.yaml").write_text(
         "extends: family\nparams: {width: 5}\n"
-        "blocks:\n  Unit:\n    params: {w: int}\n    body: [{op: conv, out: '${2 * w}', kernel: 1}]\n"
+        "blocks:\n  Unit:\n    params: {w: int}\n"
+        "    body: [{op: conv, out: '${2 * w}', kernel: 1}]\n"
     )
     g = lower(load(tmp_path / "child.yaml"))
     assert g.node("u.0").shape == (10, 16, 16)

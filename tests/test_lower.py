@@ -198,3 +198,26 @@ def test_flops_match_published_figures() -> None:
     assert round(totals(lower(load("resnet50"))).macs / 1e9, 2) == 4.09
     assert round(totals(lower(load("densenet121"))).macs / 1e9, 2) == 2.83
     assert round(totals(lower(load("alexnet"))).macs / 1e9, 2) == 0.71
+
+
+def test_multi_branch_concat_and_several_outputs(tmp_path: Path) -> None:
+    """An Inception-style block: parallel branches from the block input, concatenated."""
+    text = HEAD + (
+        "blocks:\n  Inception:\n    params: {a: int, b: int}\n    body:\n"
+        "      - b1: {op: conv, input: input, out: $a, kernel: 1}\n"
+        "      - b2:\n          input: input\n          body:\n"
+        "            - {op: conv, out: $b, kernel: 1}\n"
+        "            - {op: conv, out: $b, kernel: 3, padding: 1}\n"
+        "      - b3:\n          input: input\n          body:\n"
+        "            - {op: max_pool, kernel: 3, stride: 1, padding: 1}\n"
+        "            - {op: conv, out: 2, kernel: 1}\n"
+        "      - out: {op: concat, inputs: [b1, b2, b3]}\n"
+        "outputs: [mixed, aux]\n"
+        "body:\n  - mixed: {block: Inception, args: {a: 4, b: 6}}\n"
+        "  - aux: {op: global_avg_pool, input: mixed}\n"
+    )
+    g = build(tmp_path, text)
+    assert g.node("mixed.out").inputs == ("mixed.b1", "mixed.b2.1", "mixed.b3.1")
+    assert g.node("mixed.out").shape == (12, 16, 16)
+    assert g.outputs == ("mixed.out", "aux")
+    assert g.node("aux").shape == (12,)

@@ -51,7 +51,12 @@ def get(name: str) -> Backend:
     if len(eps) > 1:
         sources = ", ".join(ep.value for ep in eps)
         raise BackendError(f"backend '{name}' is registered twice ({sources}); uninstall one")
-    backend = eps[0].load()
+    try:
+        backend = eps[0].load()
+    except Exception as exc:  # a broken plugin must not take the CLI down with a traceback
+        raise BackendError(
+            f"backend '{name}' ({eps[0].value}) failed to load: {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(backend, Backend):
         raise BackendError(f"entry point '{name}' ({eps[0].value}) is not an archspec Backend")
     return backend

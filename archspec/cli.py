@@ -109,7 +109,10 @@ def list_cmd() -> None:
 @main.command()
 @click.argument("targets", nargs=-1, required=True, metavar="FILE|NAME...")
 @set_option
-def validate(targets: tuple[str, ...], sets: tuple[str, ...]) -> None:
+@size_option
+def validate(
+    targets: tuple[str, ...], sets: tuple[str, ...], input_size: tuple[int, int] | None
+) -> None:
     """Check specs (files or zoo names); exit 2 if any is invalid."""
     from archspec.analysis import totals
     from archspec.errors import SpecError
@@ -123,7 +126,7 @@ def validate(targets: tuple[str, ...], sets: tuple[str, ...]) -> None:
             if spec.body is None or spec.abstract:
                 click.echo(f"ok  {spec.file}: library with {len(spec.blocks)} block(s)")
                 continue
-            graph = lower(spec, parse_sets(sets))
+            graph = lower(spec, parse_sets(sets), input_size)
             t = totals(graph)
             click.echo(
                 f"ok  {spec.file}: {len(graph.nodes)} nodes, {t.trainable:,} trainable "
@@ -228,12 +231,14 @@ def gen(
 ) -> None:
     """Generate source for a spec (or, with --all, for the whole zoo)."""
     from archspec import backend as plugins
-    from archspec.generate import check_zoo, generate_one, generate_zoo
+    from archspec.generate import check_zoo, generate_one, generate_zoo, output_dir
 
     if all_specs == (target is not None):
         raise click.UsageError("give a spec NAME|FILE or --all (not both)")
     if check and not all_specs:
         raise click.UsageError("--check works with --all")
+    if sets and all_specs:
+        raise click.UsageError("--set applies to one spec; the zoo is generated with its defaults")
     with reported():
         names = list(backends) or (plugins.available() if all_specs else [])
         if not names:
@@ -245,12 +250,17 @@ def gen(
         echo: Callable[[str], None] = click.echo
         if check:
             stale = check_zoo(chosen, out_dir)
+            folders = ", ".join(str(output_dir(be, out_dir)) for be in chosen)
             if stale:
-                echo("stale generated files (run `archspec gen --all`):")
+                again = " ".join(
+                    ["archspec gen --all", *(f"--backend {n}" for n in backends)]
+                    + ([f"-o {out_dir}"] if out_dir else [])
+                )
+                echo(f"stale generated files (run `{again}`):")
                 for line in stale:
                     echo(f"  {line}")
                 sys.exit(1)
-            echo("generated/ is fresh")
+            echo(f"fresh: {folders}")
         elif all_specs:
             generate_zoo(chosen, out_dir, echo)
         else:

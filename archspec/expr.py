@@ -14,7 +14,7 @@ Grammar (lowest precedence first)::
     arith   := term (('+'|'-') term)*     term := unary (('*'|'/'|'//'|'%') unary)*
     unary   := ('-'|'+') unary | power    power := postfix ['**' unary]
     postfix := atom ('[' expr ']')*
-    atom    := NUMBER | 'true' | 'false' | NAME | NAME '(' [expr (',' expr)*] ')'
+    atom    := NUMBER | STRING | 'true' | 'false' | NAME | NAME '(' [expr (',' expr)*] ')'
              | '(' expr ')' | '[' [expr (',' expr)*] ']'
 """
 
@@ -45,6 +45,12 @@ class ExprError(ValueError):
 @dataclass(frozen=True)
 class Num:
     value: int | float | bool
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Str:
+    value: str
     pos: int = 0
 
 
@@ -97,7 +103,7 @@ class ListLit:
     pos: int = 0
 
 
-Expr = Num | Name | Unary | Binary | IfElse | Call | Index | ListLit
+Expr = Num | Str | Name | Unary | Binary | IfElse | Call | Index | ListLit
 
 
 def _floor(x: Value) -> int:
@@ -157,6 +163,7 @@ KEYWORDS = {"and", "or", "not", "if", "else", "true", "false", "True", "False"}
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+\.\d*(?:[eE][-+]?\d+)?|\d*\.\d+(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\d+)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<str>'[^'\\\n]*'|\"[^\"\\\n]*\")"
     r"|(?P<op>\*\*|//|==|!=|<=|>=|[-+*/%<>()\[\],]))"
 )
 
@@ -290,6 +297,8 @@ class _Parser:
 
     def atom(self) -> Expr:
         kind, val, pos = self.take()
+        if kind == "str":
+            return Str(val[1:-1], pos)
         if kind == "num":
             is_float = any(c in val for c in ".eE")
             return Num(float(val) if is_float else int(val), pos)
@@ -384,7 +393,7 @@ def _arith(op: str, a: Value, b: Value, pos: int) -> Value:
 
 def evaluate(node: Expr, env: Mapping[str, Value]) -> Value:
     """Evaluate `node` with names bound by `env`; raises ExprError with an offset."""
-    if isinstance(node, Num):
+    if isinstance(node, Num | Str):
         return node.value
     if isinstance(node, Name):
         if node.id not in env:
@@ -511,7 +520,7 @@ def to_python(node: Expr, rename: Callable[[str], str] = str) -> str:
 
 
 def _print(node: Expr, rename: Callable[[str], str], outer: int) -> str:
-    if isinstance(node, Num):
+    if isinstance(node, Num | Str):
         return repr(node.value)
     if isinstance(node, Name):
         return rename(node.id)

@@ -7,6 +7,7 @@ that reports a hit names the variable.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, fields
 
 
@@ -28,8 +29,15 @@ class Limits:
         values = {}
         for f in fields(cls):
             raw = os.environ.get(env_name(f.name))
-            if raw is not None and raw.strip().isdigit():
+            if raw is None:
+                continue
+            if raw.strip().isdigit() and int(raw) > 0:
                 values[f.name] = int(raw)
+            else:
+                print(
+                    f"archspec: ignoring {env_name(f.name)}={raw!r}: expected a positive integer",
+                    file=sys.stderr,
+                )
         return cls(**values)
 
 

@@ -117,6 +117,13 @@ class Lowerer:
     # ------------------------------------------------------------------ graph building
 
     def add_node(self, node: Node, source: Source, path: Path) -> None:
+        if node.name in self.shared and node.param_name != node.name:
+            raise self.error(
+                source,
+                path,
+                f"the item '{node.name}' has the same name as a shared-weight group declared "
+                "above; rename one (their parameters would collide)",
+            )
         if node.name in self.nodes:
             raise self.error(
                 source, path, f"duplicate name '{node.name}': another item already has it"
@@ -132,6 +139,12 @@ class Lowerer:
 
     def lower(self, params: dict[str, Any], input_size: tuple[int, int] | None) -> Graph:
         spec = self.spec
+        if spec.abstract:
+            raise spec.sources[spec.file].error(
+                ("abstract",),
+                f"spec '{spec.name}' is abstract: a family to refine with "
+                f"`extends: {spec.name}`, not a model",
+            )
         if spec.body is None or spec.inputs is None:
             missing = "body" if spec.body is None else "inputs"
             source = spec.sources[spec.file]
@@ -142,6 +155,11 @@ class Lowerer:
             )
         env: dict[str, Any] = dict(params)
         self.params = dict(params)
+        if input_size is not None and max(input_size) > LIMITS.max_spatial:
+            raise LimitError(
+                describe("max_spatial", max(input_size), LIMITS.max_spatial, "input size"),
+                file="--input-size",
+            )
         inputs_src = spec.inputs.source
         top = Names(values={})
         first: str | None = None
@@ -188,6 +206,10 @@ class Lowerer:
         outputs: list[str] = []
         if spec.outputs is not None:
             for i, oname in enumerate(spec.outputs.value):
+                if oname in spec.outputs.value[:i]:
+                    raise self.error(
+                        spec.outputs.source, (*spec.outputs.path, i), f"duplicate output '{oname}'"
+                    )
                 ref = top.lookup(oname)
                 if ref is None:
                     raise self.error(
@@ -326,10 +348,9 @@ class Lowerer:
         low, high = ARITY[op_name]
         if not (low <= len(sources) <= (high or len(sources))):
             want = f"{low}" if low == high else f"at least {low}"
+            hint = "; name them with 'inputs'" if len(sources) < low else ""
             raise self.error(
-                ctx.source,
-                path,
-                f"{op_name} takes {want} input(s), got {len(sources)}; name them with 'inputs'",
+                ctx.source, path, f"{op_name} takes {want} input(s), got {len(sources)}{hint}"
             )
         shapes = [self.nodes[s].shape for s in sources]
         self.check_operands(op_name, sources, shapes, ctx, path)
@@ -404,6 +425,13 @@ class Lowerer:
             )
         param_name = ".".join((*ctx.scope, group))
         bound = ctx.shared.get(group)
+        if param_name in self.nodes:
+            raise self.error(
+                ctx.source,
+                (*path, "share"),
+                f"shared-weight group '{group}' has the same name as the item '{param_name}'; "
+                "rename one (their parameters would collide)",
+            )
         if bound is None:
             ctx.shared[group] = (op, param_name, full)
             self.shared[param_name] = [full]
@@ -419,7 +447,7 @@ class Lowerer:
             raise self.error(
                 ctx.source,
                 (*path, "share"),
-                f"shared-weight group '{group}' is used with different parameter shapes: "
+                f"shared-weight group '{group}' is used with different settings: "
                 f"'{first_node}' and '{full}' differ in {', '.join(diffs)}",
             )
         self.shared[param_name].append(full)

@@ -34,6 +34,8 @@ BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "avg_pool": {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": None},
     "global_avg_pool": {"keepdims": False},
     "global_max_pool": {"keepdims": False},
+    "gelu": {"approximate": "none"},
+    "pad": {"value": 0.0},
 }
 
 

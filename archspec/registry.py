@@ -15,15 +15,17 @@ from functools import cache
 from pathlib import Path as FsPath
 from typing import Any, Generic, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from archspec.errors import Path, SpecError, suggest
-from archspec.ops import BUILTIN_DEFAULTS
+from archspec.params import check_value, describe_value
 from archspec.source import Source, load_file
 from archspec.spec import OP_MODELS, BlockDef, InputDecl, Item, ParamDecl, Spec
 from archspec.validation_errors import translate
 
 T = TypeVar("T")
+STRICT = ConfigDict(strict=True)
+PER_ITEM_FIELDS = frozenset({"op", "name", "input", "inputs", "when", "doc", "share"})
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,8 @@ class _Loader:
                     value, source, ("defaults", op, fname)
                 )
         for bname, bdef in spec.blocks.items():
+            for pname, decl in bdef.params.items():
+                check_param_decl(pname, Located(decl, source, ("blocks", bname, "params", pname)))
             resolved.blocks[bname] = Located(bdef, source, ("blocks", bname))
         if spec.body is not None:
             resolved.body = Located(spec.body, source, ("body",))
@@ -205,30 +209,35 @@ class _Loader:
             raise source.error(
                 ("defaults", op), f"unknown op '{op}'{suggest(op, OP_MODELS)}", key=True
             )
-        allowed = set(BUILTIN_DEFAULTS.get(op, {})) | {
+        # Only optional fields can have defaults: required ones (out, kernel, slope...) are
+        # written on each item, and wiring/sharing fields are per item by nature.
+        allowed = {
             f
-            for f in model.model_fields
-            if f not in {"op", "name", "input", "inputs", "when", "doc"}
+            for f, info in model.model_fields.items()
+            if info.default is None and not info.is_required() and f not in PER_ITEM_FIELDS
         }
         for fname, value in fields.items():
             if fname not in allowed:
                 raise source.error(
                     ("defaults", op, fname),
-                    f"'{fname}' is not a field of {op}{suggest(fname, allowed)}",
+                    f"'{fname}' cannot have a default for {op}"
+                    f"{suggest(fname, allowed) if fname not in model.model_fields else ''}"
+                    f" (fields with defaults: {', '.join(sorted(allowed)) or 'none'})",
                     key=True,
                 )
             try:
-                TypeAdapter(model.model_fields[fname].annotation).validate_python(value)
+                TypeAdapter(model.model_fields[fname].annotation, config=STRICT).validate_python(
+                    value
+                )
             except ValidationError as exc:
-                first = exc.errors()[0]
+                expected = exc.errors()[0]["msg"].replace("Input should be ", "expected ")
                 raise source.error(
-                    ("defaults", op, fname), f"invalid default for {op}.{fname}: {first['msg']}"
+                    ("defaults", op, fname),
+                    f"invalid default for {op}.{fname}: {expected}, got {describe_value(value)}",
                 ) from None
 
 
 def check_param_decl(name: str, located: Located[ParamDecl]) -> None:
-    from archspec.params import check_value
-
     decl = located.value
     if decl.default is not None:
         problem = check_value(decl, decl.default)

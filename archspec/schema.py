@@ -4,13 +4,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from archspec.spec import Spec
+from archspec.spec import PARAM_TYPES, Spec
+
+PARAM_SHORTHAND: dict[str, Any] = {
+    "description": "shorthand: a type name (required param) or a default value (type inferred)",
+    "anyOf": [
+        {"enum": list(PARAM_TYPES)},
+        {"type": ["number", "boolean", "string"]},
+        {"type": "array", "items": {"type": "number"}},
+    ],
+}
+INPUT_SHORTHAND: dict[str, Any] = {
+    "description": "shorthand: the shape (C, H, W) without batch",
+    "type": "array",
+    "minItems": 1,
+    "maxItems": 3,
+    "items": {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^\\s*\\$"}]},
+}
+SHORTHANDS = {"#/$defs/ParamDecl": PARAM_SHORTHAND, "#/$defs/InputDecl": INPUT_SHORTHAND}
 
 
 def _named_items(node: Any) -> Any:
-    """Allow each body entry to also be written as `name: {item}` (a one-key mapping)."""
+    """Add the YAML shorthands pydantic's schema cannot know about: `name: {item}` body
+    entries, `param: 1000` / `param: int` declarations and `input: [3, 224, 224]` shapes."""
     if isinstance(node, dict):
         out = {k: _named_items(v) for k, v in node.items()}
+        extra = out.get("additionalProperties")
+        if isinstance(extra, dict) and extra.get("$ref") in SHORTHANDS:
+            out["additionalProperties"] = {"anyOf": [extra, SHORTHANDS[extra["$ref"]]]}
         items = out.get("items")
         if out.get("type") == "array" and isinstance(items, dict) and _is_item_union(items):
             named = {

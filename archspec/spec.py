@@ -71,7 +71,15 @@ def check_expression(value: str) -> str:
     return value
 
 
+def check_param_name(value: str) -> str:
+    check_identifier(value)
+    if value in ("in_channels", "index"):
+        raise ValueError(f"'{value}' is provided by archspec inside blocks; choose another name")
+    return value
+
+
 Identifier = Annotated[str, AfterValidator(check_identifier)]
+ParamName = Annotated[str, AfterValidator(check_param_name)]
 ItemName = Annotated[str, AfterValidator(check_item_name)]
 BlockName = Annotated[str, AfterValidator(check_block_name)]
 ExprStr = Annotated[str, AfterValidator(check_expression)]
@@ -104,7 +112,8 @@ INIT_NAMES = (
 
 
 class SpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML `1` is not `true`, `4.0` is not an int, "yes" is not a bool.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class InitSpec(SpecModel):
@@ -187,7 +196,7 @@ class LeakyReluOp(ItemBase):
 
 class GeluOp(ItemBase):
     op: Literal["gelu"]
-    approximate: Literal["none", "tanh"] = "none"
+    approximate: Literal["none", "tanh"] | None = None
 
 
 class SigmoidOp(ItemBase):
@@ -255,7 +264,7 @@ class ConcatOp(ItemBase):
 class PadOp(ItemBase):
     op: Literal["pad"]
     padding: PaddingLike
-    value: FloatLike = 0.0
+    value: FloatLike | None = None
 
 
 OpItem = Annotated[
@@ -360,8 +369,8 @@ def unwrap_named(value: Any) -> Any:
     if isinstance(value, dict) and _item_kind(value) is None:
         keys = ", ".join(map(str, value)) or "nothing"
         raise ValueError(
-            "expected an item: a mapping with 'op', 'block' or 'body', or a single "
-            f"`name: {{...}}` entry; got a mapping with {keys}"
+            "not an item: an item is a mapping with 'op', 'block' or 'body', or a single "
+            f"`name: {{...}}` entry; this mapping has {keys}"
         )
     return value
 
@@ -421,7 +430,7 @@ Param = Annotated[ParamDecl, BeforeValidator(infer_param)]
 
 class BlockDef(SpecModel):
     doc: str = ""
-    params: dict[Identifier, Param] = Field(default_factory=dict)
+    params: dict[ParamName, Param] = Field(default_factory=dict)
     body: Body = Field(min_length=1)
     output: ItemName | None = Field(
         default=None, description="the item whose value the block returns (default: last)"
@@ -449,7 +458,7 @@ class Spec(SpecModel):
         default_factory=list, description="library specs whose blocks this one uses"
     )
     abstract: bool = Field(default=False, description="a family to extend, not a model on its own")
-    params: dict[Identifier, Param] = Field(default_factory=dict)
+    params: dict[ParamName, Param] = Field(default_factory=dict)
     inputs: dict[ItemName, Annotated[InputDecl, BeforeValidator(_input_shorthand)]] | None = None
     outputs: list[str] | None = None
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -172,14 +172,19 @@ def translate(exc: ValidationError, source: Source) -> SpecError:
     if chosen is not None:
         path, message, kind = chosen
         return source.error(path, message, key=(kind == "key"))
+    # Union alternatives: one phrase each. The string branch of `int | expression` fields
+    # is the expression form, so it is shown as such rather than as "a string".
     expected: list[str] = []
+    expression = False
     for _, message, _ in same:
         phrase = message.split(", got ")[0].removeprefix("expected ")
-        if phrase not in expected and not phrase.startswith("an expression"):
+        if phrase.startswith("an expression") or (phrase == "a string" and len(same) > 1):
+            expression = True
+        elif phrase not in expected:
             expected.append(phrase)
     got = next((m for _, m, _ in same if not m.startswith("expected an expression")), same[0][1])
     got = got.split(", got ", 1)[-1]
     alternatives = " or ".join(expected) or "an expression"
-    if len(expected) < len(same):
+    if expression and expected:
         alternatives += " (or an expression '$name' / '${...}')"
     return source.error(first_path, f"expected {alternatives}, got {got}")

@@ -122,3 +122,26 @@ def test_validate_library_and_model(in_repo: Path) -> None:
     assert code == 0
     assert "library with 2 block(s)" in out
     assert "290,538 trainable" in out
+
+
+def test_schema_accepts_every_shipped_spec(in_repo: Path) -> None:
+    """Editors using the exported schema must not flag the zoo, its libraries or the docs."""
+    import jsonschema
+    import yaml
+
+    _, out, _ = run("schema")
+    validator = jsonschema.Draft202012Validator(json.loads(out))
+    files = [*sorted(Path("specs").rglob("*.yaml")), *sorted(Path("docs").rglob("*.yaml"))]
+    assert len(files) > 15
+    for path in files:
+        errors = list(validator.iter_errors(yaml.safe_load(path.read_text())))
+        assert not errors, f"{path}: {errors[0].message} at {list(errors[0].absolute_path)}"
+
+
+def test_schema_rejects_unknown_fields() -> None:
+    import jsonschema
+
+    _, out, _ = run("schema")
+    validator = jsonschema.Draft202012Validator(json.loads(out))
+    bad = {"inputs": {"image": [3, 8, 8]}, "body": [{"c": {"op": "conv", "out": 4, "kernal": 3}}]}
+    assert list(validator.iter_errors(bad))

@@ -34,6 +34,7 @@ def ev(text: str, **env: object) -> object:
         ("len([1, 2]) + sum([3, 4])", 9),
         ("1.5e3", 1500.0),
         ("true and false", False),
+        ("'Bottleneck' == \"Bottleneck\"", True),
     ],
 )
 def test_evaluates(text: str, expected: object) -> None:
@@ -59,7 +60,9 @@ def test_names_and_environment() -> None:
         ("1 +", {}, "expected a value"),
         ("a.b", {"a": 1}, "unexpected character '.'"),
         ("__import__(os)", {}, "unknown function '__import__'"),
-        ("open('x')", {}, "unexpected character"),
+        ("open('x')", {}, "unknown function 'open'"),
+        ("'a' + 1", {}, "needs numbers"),
+        ("x.y", {"x": 1}, "unexpected character '.'"),
         ("1 < 2 < 3", {}, "chained comparisons"),
         ("floor(1, 2)", {}, "takes 1 argument"),
     ],

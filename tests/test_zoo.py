@@ -241,3 +241,12 @@ def test_torchvision_parameter_names() -> None:
         "classifier.4",
         "classifier.6",
     }
+
+
+def test_docs_worked_example_is_torchvision_vgg11_bn() -> None:
+    """docs/spec.md's worked example; torchvision's vgg11_bn has 132,868,840 parameters."""
+    from pathlib import Path
+
+    spec = load(Path(__file__).resolve().parent.parent / "docs" / "examples" / "vgg11_bn.yaml")
+    assert totals(lower(spec)).trainable == 132_868_840
+    assert totals(lower(spec, {"convs": [2, 2, 3, 3, 3]})).trainable == 138_365_992  # vgg16_bn

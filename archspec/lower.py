@@ -87,8 +87,12 @@ class Lowerer:
 
     # ------------------------------------------------------------------ errors
 
-    def error(self, source: Source, path: Path, message: str, *, key: bool = False) -> SpecError:
+    def error(
+        self, source: Source, path: Path, message: str, *, key: bool = False, limit: bool = False
+    ) -> SpecError:
         err = source.error(path, message, key=key)
+        if limit:
+            err = LimitError(err.message, path=err.path, file=err.file, location=err.location)
         if self.context:
             levels = self.context
             if len(levels) > 4:
@@ -129,11 +133,11 @@ class Lowerer:
                 source, path, f"duplicate name '{node.name}': another item already has it"
             )
         if len(self.nodes) >= LIMITS.max_nodes:
-            raise LimitError(
+            raise self.error(
+                source,
+                path,
                 describe("max_nodes", len(self.nodes) + 1, LIMITS.max_nodes, "node count"),
-                path=path,
-                file=source.file,
-                location=source.locate(path),
+                limit=True,
             )
         self.nodes[node.name] = node
 
@@ -407,13 +411,13 @@ class Lowerer:
     def count_params(self, op: ir.Op, in_shape: Shape, ctx: BlockCtx, path: Path) -> None:
         self.total_params += op_param_count(op, in_shape)
         if self.total_params > LIMITS.max_params:
-            raise LimitError(
+            raise self.error(
+                ctx.source,
+                path,
                 describe(
                     "max_params", self.total_params, LIMITS.max_params, "total parameter count"
                 ),
-                path=path,
-                file=ctx.source.file,
-                location=ctx.source.locate(path),
+                limit=True,
             )
 
     def bind_shared(
@@ -470,11 +474,11 @@ class Lowerer:
                 ctx.source, (*path, "repeat"), f"repeat count must be positive, got {count}"
             )
         if count > LIMITS.max_repeat:
-            raise LimitError(
+            raise self.error(
+                ctx.source,
+                (*path, "repeat"),
                 describe("max_repeat", count, LIMITS.max_repeat, "repeat count"),
-                path=(*path, "repeat"),
-                file=ctx.source.file,
-                location=ctx.source.locate((*path, "repeat")),
+                limit=True,
             )
         return count
 

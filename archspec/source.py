@@ -82,7 +82,9 @@ class _Converter:
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     raise self.fail(key_node, path, "YAML merge keys ('<<') are not supported")
-                key = self.convert(key_node, path, depth + 1)
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise self.fail(key_node, path, "mapping keys must be plain names")
+                key = self.scalar(key_node, path)
                 if isinstance(key, bool | int | float) or key is None:
                     key = str(key) if not isinstance(key, bool) else str(key).lower()
                 if not isinstance(key, str):
@@ -99,6 +101,9 @@ class _Converter:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        return self.scalar(node, path)
+
+    def scalar(self, node: yaml.Node, path: Path) -> Any:
         try:
             return self._scalar.construct_object(node, deep=True)
         except yaml.YAMLError as exc:

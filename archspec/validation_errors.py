@@ -53,6 +53,8 @@ def _walk(data: Any, loc: tuple[Any, ...]) -> tuple[Path, bool]:
                 visit(None, i + 1, (*path, key), i, True)
             elif isinstance(inner, dict) and isinstance(elem, str) and elem in inner:
                 visit(inner[elem], i + 1, (*path, key, elem), i, False)
+        if elem == "[key]":  # the mapping key itself is invalid
+            visit(None, i + 1, path, i, True)
         visit(cur, i + 1, path, last, is_key)  # skip a tag such as 'op' / 'conv'
 
     visit(data, 0, (), -1, False)

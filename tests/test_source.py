@@ -22,6 +22,8 @@ def test_positions_of_keys_and_values() -> None:
     src = load_text("a:\n  b: [1, 2]\n  c: {d: x}\n", "t.yaml")
     assert src.locate(("a", "b", 1)).line == 2 and src.locate(("a", "b", 1)).col == 10
     assert (src.locate(("a", "c"), key=True).line, src.locate(("a", "c"), key=True).col) == (3, 3)
+    # a mapping's own position is its opening brace, not that of its last key
+    assert (src.locate(("a", "c")).line, src.locate(("a", "c")).col) == (3, 6)
 
 
 def test_python_tags_are_refused() -> None:

@@ -140,6 +140,9 @@ class MaxPool2d(IRModel):
 
 
 class AvgPool2d(IRModel):
+    """Average pooling. With `padding.same` the padding is never counted (TensorFlow's
+    rule; lowering refuses count_include_pad there), otherwise `count_include_pad` says."""
+
     kind: Literal["avg_pool2d"] = "avg_pool2d"
     kernel_size: Pair
     stride: Pair
@@ -259,7 +262,9 @@ class Node:
     shape: Shape  # output shape without the batch dimension
     scope: tuple[str, ...]  # ("layer2", "0")
     block_type: str | None  # innermost block type, e.g. "Bottleneck"
-    param_name: str | None = None  # parameter prefix ("layer2.0.conv1"); shared ops share it
+    # Prefix of the node's parameters and state ("layer2.0.conv1"; shared ops share it);
+    # None only for ops with neither (BatchNorm without affine still has running stats).
+    param_name: str | None = None
     source: SourceRef | None = None
 
     @property

@@ -12,10 +12,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from archspec import ir
-from archspec.analysis import op_param_count
+from archspec.analysis import op_param_count, op_state_count
 from archspec.errors import LimitError, Path, SpecError, suggest
 from archspec.expr import Expr, ExprError, evaluate, expression_text, parse
 from archspec.ir import Graph, Node, ScopeInfo, Shape, SourceRef
@@ -26,6 +26,7 @@ from archspec.registry import Located, ResolvedSpec
 from archspec.source import Source
 from archspec.spec import BlockDef, BlockItem, ItemBase, ScopeItem
 
+V = TypeVar("V")
 COMMON_FIELDS = frozenset({"op", "name", "input", "inputs", "when", "doc", "share"})
 MAX_BLOCK_DEPTH = 32
 
@@ -36,15 +37,16 @@ def _parsed(text: str) -> Expr:
 
 
 @dataclass
-class Names:
-    """Lexical name table of one body (a block body or an inline scope within it)."""
+class Names(Generic[V]):
+    """Lexical name table of one body (a block body or an inline scope within it); the
+    values are node names here, and whatever an emitter tracks per item in backends."""
 
-    values: dict[str, str]
-    parent: Names | None = None
+    values: dict[str, V]
+    parent: Names[V] | None = None
     later: frozenset[str] = frozenset()  # names declared further down (for cycle errors)
 
-    def lookup(self, name: str) -> str | None:
-        table: Names | None = self
+    def lookup(self, name: str) -> V | None:
+        table: Names[V] | None = self
         while table is not None:
             if name in table.values:
                 return table.values[name]
@@ -53,7 +55,7 @@ class Names:
 
     def known(self) -> set[str]:
         out: set[str] = set()
-        table: Names | None = self
+        table: Names[V] | None = self
         while table is not None:
             out |= set(table.values)
             table = table.parent
@@ -165,7 +167,7 @@ class Lowerer:
                 file="--input-size",
             )
         inputs_src = spec.inputs.source
-        top = Names(values={})
+        top = Names[str](values={})
         first: str | None = None
         for iname, decl in spec.inputs.value.items():
             path = (*spec.inputs.path, iname)
@@ -258,7 +260,7 @@ class Lowerer:
         items: list[Any],
         list_path: Path,
         prefix: str,
-        names: Names,
+        names: Names[str],
         current: str,
         ctx: BlockCtx,
     ) -> str:
@@ -296,7 +298,7 @@ class Lowerer:
         return current
 
     def resolve_inputs(
-        self, item: ItemBase, names: Names, current: str, ctx: BlockCtx, path: Path
+        self, item: ItemBase, names: Names[str], current: str, ctx: BlockCtx, path: Path
     ) -> list[str]:
         if item.inputs is not None and item.input is not None:
             raise self.error(ctx.source, path, "give either 'input' or 'inputs', not both")
@@ -370,7 +372,8 @@ class Lowerer:
             else:
                 message = exc.message
             raise self.error(ctx.source, where, message) from None
-        param_name = full if op_param_count(op, shapes[0]) else None
+        has_state = op_param_count(op, shapes[0]) or op_state_count(op)
+        param_name = full if has_state else None
         if getattr(item, "share", None):
             param_name = self.bind_shared(item.share, op, full, ctx, path, shapes[0])
         else:
@@ -423,7 +426,7 @@ class Lowerer:
     def bind_shared(
         self, group: str, op: ir.Op, full: str, ctx: BlockCtx, path: Path, in_shape: Shape
     ) -> str:
-        if not op_param_count(op, in_shape):
+        if not (op_param_count(op, in_shape) or op_state_count(op)):
             raise self.error(
                 ctx.source, (*path, "share"), "only ops with parameters can share them"
             )
@@ -579,7 +582,7 @@ class Lowerer:
                 path=full, kind="block", block_type=block_name, args=tuple(sorted(values.items()))
             )
         )
-        names = Names(values={"input": source_node})
+        names = Names[str](values={"input": source_node})
         with self.expanding(f"{full} ({block_name})", ctx.source, path):
             out = self.lower_items(
                 bdef.body, (*located.path, "body"), full + ".", names, source_node, inner
@@ -601,7 +604,7 @@ class Lowerer:
         path: Path,
         full: str,
         sources: list[str],
-        names: Names,
+        names: Names[str],
         ctx: BlockCtx,
     ) -> str:
         if len(sources) != 1:
@@ -613,7 +616,7 @@ class Lowerer:
             )
         if count is None:
             self.scopes.append(ScopeInfo(path=full, kind="group"))
-            inner = Names(values={}, parent=names)
+            inner = Names[str](values={}, parent=names)
             return self.lower_items(item.body, (*path, "body"), full + ".", inner, sources[0], ctx)
         self.scopes.append(ScopeInfo(path=full, kind="repeat"))
         current = sources[0]
@@ -623,7 +626,7 @@ class Lowerer:
                 ctx.env = {**saved, "index": i}
                 sub = f"{full}.{item.prefix}{item.start + i}"
                 self.scopes.append(ScopeInfo(path=sub, kind="group"))
-                inner = Names(values={}, parent=names)
+                inner = Names[str](values={}, parent=names)
                 current = self.lower_items(
                     item.body, (*path, "body"), sub + ".", inner, current, ctx
                 )

@@ -294,6 +294,12 @@ def _pool(f: dict[str, Any], shapes: list[Shape], what: str) -> tuple[dict[str, 
             f"[{pad.top}, {pad.bottom}, {pad.left}, {pad.right}]",
         )
     ceil = flag(f["ceil_mode"], "ceil_mode")
+    if ceil and (pad.same or not pad.symmetric):
+        raise OpError(
+            "ceil_mode",
+            "ceil_mode needs symmetric explicit padding: with 'same' or per-side padding the "
+            "window count is ambiguous across frameworks",
+        )
     oh = window_out(h, k[0], s[0], 1, pad.top, pad.bottom, ceil, "height")
     ow = window_out(w, k[1], s[1], 1, pad.left, pad.right, ceil, "width")
     return {"kernel_size": k, "stride": s, "padding": pad, "ceil_mode": ceil}, (c, oh, ow)
@@ -313,6 +319,12 @@ def _avg_pool(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
     if include is None:
         include = not fields["padding"].same
     include = flag(include, "count_include_pad")
+    if include and fields["padding"].same:
+        raise OpError(
+            "count_include_pad",
+            "padding 'same' follows TensorFlow, which never counts the padding; "
+            "use explicit padding to count it",
+        )
     return ir.AvgPool2d(**fields, count_include_pad=include), shape
 
 

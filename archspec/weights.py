@@ -53,19 +53,10 @@ def _tensors(node: Node, graph: Graph) -> dict[str, Shape]:
     return {}
 
 
-def _owners(graph: Graph) -> dict[str, Node]:
-    """Parameter prefix -> the node that defines it (BatchNorm without affine has state too)."""
-    owners = dict(param_sets(graph))
-    for node in graph.nodes:
-        if isinstance(node.op, ir.BatchNorm) and node.param_name is None:
-            owners.setdefault(node.name, node)
-    return owners
-
-
 def expected_shapes(graph: Graph) -> dict[str, Shape]:
     """Every tensor name the graph needs, with its canonical shape, in graph order."""
     out: dict[str, Shape] = {}
-    for prefix, node in _owners(graph).items():
+    for prefix, node in param_sets(graph).items():
         for tensor, shape in _tensors(node, graph).items():
             out[f"{prefix}.{tensor}"] = shape
     return out
@@ -115,7 +106,7 @@ class WeightSet(Mapping[str, np.ndarray]):
     def random(cls, graph: Graph, seed: int = 0) -> WeightSet:
         """Deterministic per (seed, name): adding a layer does not change the others."""
         arrays: dict[str, np.ndarray] = {}
-        owners = _owners(graph)
+        owners = param_sets(graph)
         for name, shape in expected_shapes(graph).items():
             prefix, tensor = name.rsplit(".", 1)
             node = owners[prefix]

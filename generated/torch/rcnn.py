@@ -11,16 +11,20 @@ from torch import nn
 
 
 def same_sides(
-    x: torch.Tensor, kernel_size: Any, stride: Any, dilation: Any = 1
-) -> tuple[int, int, int, int]:
+    x: torch.Tensor, kernel_size: list[int], stride: list[int], dilation: list[int]
+) -> list[int]:
     """F.pad sides of TensorFlow's 'same': output ceil(size / stride), odd pixel bottom/right."""
-    sides = []
-    for axis in (-1, -2):  # F.pad takes the last dimension (width) first
-        size = x.shape[axis]
-        k, s, d = (v if isinstance(v, int) else v[axis] for v in (kernel_size, stride, dilation))
+    sides: list[int] = []
+    for axis in [1, 0]:  # F.pad takes the last dimension (width) first
+        size = x.shape[axis - 2]
+        k, s, d = kernel_size[axis], stride[axis], dilation[axis]
         total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
-        sides += [total // 2, total - total // 2]
-    return sides[0], sides[1], sides[2], sides[3]
+        sides.extend([total // 2, total - total // 2])
+    return sides
+
+
+def pair(value: Any) -> list[int]:
+    return [value, value] if isinstance(value, int) else [int(v) for v in value]
 
 
 class PaddedMaxPool2d(nn.MaxPool2d):
@@ -30,11 +34,16 @@ class PaddedMaxPool2d(nn.MaxPool2d):
         self, *args: Any, pad: tuple[int, int, int, int] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.pad = pad
+        self.pad: list[int] | None = None if pad is None else list(pad)
+        self.window, self.step = pair(self.kernel_size), pair(self.stride)
+        self.spread = pair(self.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sides = self.pad or same_sides(x, self.kernel_size, self.stride, self.dilation)
-        return super().forward(F.pad(x, sides, value=float("-inf")))
+        pad = self.pad
+        if pad is None:
+            pad = same_sides(x, self.window, self.step, self.spread)
+        x = F.pad(x, pad, value=float("-inf"))
+        return F.max_pool2d(x, self.window, self.step, 0, self.spread, self.ceil_mode)
 
 
 class RecurrentConvBlock(nn.Module):

@@ -37,7 +37,9 @@ class Backend(Protocol):
 
 
 class BackendError(Exception):
-    pass
+    """A backend cannot be found or loaded, or cannot express a spec (the message says what).
+
+    Backends raise subclasses of it; the CLI prints the message and exits 2."""
 
 
 def available() -> list[str]:

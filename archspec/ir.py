@@ -280,6 +280,7 @@ class ScopeInfo:
     kind: Literal["block", "repeat", "group"]
     block_type: str | None = None
     args: tuple[tuple[str, object], ...] = ()
+    source: SourceRef | None = None  # the item that made it
 
 
 @dataclass(frozen=True)

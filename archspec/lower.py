@@ -519,7 +519,8 @@ class Lowerer:
             return self.call_block(
                 located, block_name, item.args, None, ctx, path, full, sources[0], {}
             )
-        self.scopes.append(ScopeInfo(path=full, kind="repeat", block_type=block_name))
+        here = SourceRef(ctx.source.file, path)
+        self.scopes.append(ScopeInfo(path=full, kind="repeat", block_type=block_name, source=here))
         current = sources[0]
         for i in range(count):
             sub = f"{full}.{item.prefix}{item.start + i}"
@@ -579,7 +580,11 @@ class Lowerer:
         )
         self.scopes.append(
             ScopeInfo(
-                path=full, kind="block", block_type=block_name, args=tuple(sorted(values.items()))
+                path=full,
+                kind="block",
+                block_type=block_name,
+                args=tuple(sorted(values.items())),
+                source=SourceRef(ctx.source.file, path),
             )
         )
         names = Names[str](values={"input": source_node})
@@ -610,22 +615,23 @@ class Lowerer:
         if len(sources) != 1:
             raise self.error(ctx.source, (*path, "inputs"), "a body group takes exactly one input")
         count = self.repeat_count(item, ctx, path)
+        here = SourceRef(ctx.source.file, path)
         if item.first is not None:
             raise self.error(
                 ctx.source, (*path, "first"), "'first' applies to repeated blocks only"
             )
         if count is None:
-            self.scopes.append(ScopeInfo(path=full, kind="group"))
+            self.scopes.append(ScopeInfo(path=full, kind="group", source=here))
             inner = Names[str](values={}, parent=names)
             return self.lower_items(item.body, (*path, "body"), full + ".", inner, sources[0], ctx)
-        self.scopes.append(ScopeInfo(path=full, kind="repeat"))
+        self.scopes.append(ScopeInfo(path=full, kind="repeat", source=here))
         current = sources[0]
         saved = ctx.env
         try:
             for i in range(count):
                 ctx.env = {**saved, "index": i}
                 sub = f"{full}.{item.prefix}{item.start + i}"
-                self.scopes.append(ScopeInfo(path=sub, kind="group"))
+                self.scopes.append(ScopeInfo(path=sub, kind="group", source=here))
                 inner = Names[str](values={}, parent=names)
                 current = self.lower_items(
                     item.body, (*path, "body"), sub + ".", inner, current, ctx

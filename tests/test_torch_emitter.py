@@ -12,12 +12,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from archspec_torch import TorchEmitError, backend, emit_source
+from archspec_torch import backend, emit_source
 from archspec_torch.ops import PRINTERS, Call, Kw, layout
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import archspec
 from archspec import backend as backend_api
 from archspec import ir
+from archspec.errors import SpecError
 from archspec.lower import lower
 from archspec.registry import load, zoo_names
 
@@ -160,8 +163,9 @@ def test_unusable_attribute_names_are_rejected(tmp_path: Path) -> None:
         "inputs: {image: [3, 8, 8]}\nbody:\n  - forward: {op: conv, out: 4, kernel: 3}\n"
     )
     spec = load(spec_file)
-    with pytest.raises(TorchEmitError, match=r"collides with torch\.nn\.Module\.forward"):
+    with pytest.raises(SpecError, match=r"collides with torch\.nn\.Module\.forward") as info:
         emit_source(spec, lower(spec))
+    assert info.value.render().startswith(f"{info.value.file}:3:14: body[0].forward: ")
 
 
 def test_layout_matches_ruff_rules() -> None:
@@ -176,3 +180,33 @@ def test_layout_matches_ruff_rules() -> None:
     assert all(line.endswith(",") for line in exploded[1:-1])
     literal = layout("x = ", Call("", long_args + long_args, "[]"))
     assert len(literal) == 18  # list literals never hug: one item per line
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(min_size=1, max_size=60))
+def test_fuzzed_free_text_stays_inside_docstrings(tmp_path: Path, text: str) -> None:
+    """Descriptions and block docs are the only free text that reaches generated source:
+    whatever they hold, the module parses to the same statement skeleton (docstrings,
+    imports, two classes, the factory) and the text lands in docstrings only."""
+    spec_file = tmp_path / "fuzz.yaml"
+    spec_file.write_text(
+        json.dumps(
+            {
+                "description": text,
+                "inputs": {"image": [3, 8, 8]},
+                "blocks": {"Unit": {"doc": text, "params": {}, "body": [{"op": "relu"}]}},
+                "body": [{"unit": {"block": "Unit"}}],
+            }
+        )
+    )
+    spec = load(spec_file)
+    tree = ast.parse(emit_source(spec, lower(spec)))
+    kinds = [type(n).__name__ for n in tree.body]
+    if kinds[0] == "Expr":  # the module docstring (absent for blank text)
+        assert isinstance(ast.get_docstring(tree), str)
+        kinds = kinds[1:]
+    assert kinds == ["Import", "Import", "ImportFrom", "ClassDef", "ClassDef", "FunctionDef"]
+    calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert calls <= {"super().__init__", "super", "F.relu", "Unit", "self.unit", "Fuzz"}

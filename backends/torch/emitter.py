@@ -48,7 +48,7 @@ from archspec_torch.ops import (
 import archspec
 from archspec import ir
 from archspec.analysis import param_sets
-from archspec.backend import Artifact
+from archspec.backend import Artifact, BackendError
 from archspec.errors import SpecError
 from archspec.expr import Binary, Expr, ExprError, Num, evaluate, expression_text, parse, to_python
 from archspec.expr import names as free_names
@@ -195,7 +195,7 @@ PY_TYPES = {
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
 
 
-class TorchEmitError(Exception):
+class TorchEmitError(BackendError):
     """The spec uses something the torch emitter cannot express (the message says what)."""
 
 
@@ -495,16 +495,21 @@ class ClassBuilder:
                 Frame(f.prefix + local, f.env) if f is not None and i in present else None
                 for i, f in enumerate(frames)
             ]
-            if isinstance(item, BlockItem):
-                out = self.block_item(item, local, sub, present, sources[0], container, body, cond)
-            elif isinstance(item, ScopeItem):
-                out = self.scope_item(
-                    item, local, sub, present, sources[0], names, container, body, cond
-                )
-            else:
-                out = self.op_item(
-                    item, local, sub, present, sources, container, body, cond, modules
-                )
+            try:
+                if isinstance(item, BlockItem):
+                    out = self.block_item(
+                        item, local, sub, present, sources[0], container, body, cond
+                    )
+                elif isinstance(item, ScopeItem):
+                    out = self.scope_item(
+                        item, local, sub, present, sources[0], names, container, body, cond
+                    )
+                else:
+                    out = self.op_item(
+                        item, local, sub, present, sources, container, body, cond, modules
+                    )
+            except TorchEmitError as exc:  # innermost item first: say where, as spec errors do
+                raise self.em.located(exc, sub[present[0]].prefix) from None  # type: ignore[union-attr]
             names.values[local] = out
             current = out
         return current
@@ -1123,6 +1128,16 @@ class ModuleEmitter:
                 if src not in inside:
                     return self.graph.node(src).shape[0]
         raise TorchEmitError(f"block instance '{path}' has no ops (every item is absent)")
+
+    def located(self, exc: TorchEmitError, path: str) -> SpecError:
+        """The emitter's complaint about the item at `path`, at that item's spec position."""
+        ref = self.graph.node(path).source if path in self.graph else None
+        if ref is None and path in self.scopes:
+            ref = self.scopes[path].source
+        if ref is None or ref.file not in self.spec.sources:
+            return SpecError(f"torch backend: {exc}", file=self.spec.file)
+        source = self.spec.sources[ref.file]
+        return source.error(ref.path, f"the torch backend cannot generate this: {exc}")
 
     def default(self, op: str, sfield: str) -> Any:
         located = self.spec.defaults.get(op, {}).get(sfield)

@@ -662,12 +662,11 @@ class ClassBuilder:
                     f"shared group '{group}' of {node.name} is bound at "
                     f"'{node.param_name}', outside the {self.name} class"
                 )
+        # The first use builds the module. Later uses may spell its arguments differently
+        # (`in_channels` vs `width`), but lowering checked that in every instance all uses
+        # have identical ops, so the first use's arguments are right for all of them.
         if group not in self.shared:
             self.shared[group] = self.root.add(group, code)
-        elif flat(self.root.members[[m.key for m in self.root.members].index(group)].code) != flat(
-            code
-        ):
-            raise TorchEmitError(f"shared group '{group}' in {self.name}: uses differ in arguments")
         return self.shared[group]
 
     def out_chan(

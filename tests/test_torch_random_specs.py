@@ -1,0 +1,152 @@
+"""Property test: random small specs agree between the IR and the generated torch model.
+
+Hypothesis writes chains of conv / pool / batch_norm / activation items (random kernels,
+strides, dilations, groups, and every padding form: int, [h, w], per-side, same, valid;
+ceil_mode), sometimes a residual branch, a block with a shared conv, a dense head. Any
+spec the lowering accepts must generate, import, count the IR's parameters and produce the
+IR's output shapes at the declared and at a second, odd input size.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import torch
+from archspec_torch import generate_module
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from archspec.analysis import totals
+from archspec.errors import SpecError
+from archspec.lower import lower
+from archspec.registry import load
+
+PADDINGS = st.one_of(
+    st.just("same"),
+    st.just("valid"),
+    st.integers(0, 2),
+    st.lists(st.integers(0, 2), min_size=2, max_size=2),
+    st.lists(st.integers(0, 2), min_size=4, max_size=4),
+)
+
+
+@st.composite
+def conv_item(draw: st.DrawFn) -> dict[str, Any]:
+    groups = draw(st.sampled_from([1, 1, 2]))
+    return {
+        "op": "conv",
+        "out": 2 * draw(st.integers(1, 4)),
+        "kernel": draw(st.sampled_from([1, 2, 3, [3, 1], [2, 3]])),
+        "stride": draw(st.sampled_from([1, 1, 2, [2, 1]])),
+        "dilation": draw(st.sampled_from([1, 1, 2])),
+        "padding": draw(PADDINGS),
+        "groups": groups,
+        "bias": draw(st.booleans()),
+    }
+
+
+@st.composite
+def pool_item(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["max_pool", "avg_pool"]))
+    kernel = draw(st.sampled_from([2, 3]))
+    padding = draw(st.sampled_from(["same", 0, 1]))
+    if padding == 1 and kernel == 2:
+        padding = 0
+    item = {
+        "op": kind,
+        "kernel": kernel,
+        "stride": draw(st.sampled_from([1, 2])),
+        "padding": padding,
+    }
+    if padding != "same":
+        item["ceil_mode"] = draw(st.booleans())
+    return item
+
+
+SIMPLE = st.sampled_from(
+    [
+        {"op": "batch_norm"},
+        {"op": "relu"},
+        {"op": "leaky_relu", "slope": 0.2},
+        {"op": "gelu", "approximate": "tanh"},
+        {"op": "sigmoid"},
+        {"op": "dropout", "rate": 0.3},
+    ]
+)
+
+
+@st.composite
+def random_spec(draw: st.DrawFn) -> dict[str, Any]:
+    body: list[Any] = [{"stem": {"op": "conv", "out": 4, "kernel": 3, "padding": 1}}]
+    for _ in range(draw(st.integers(1, 5))):
+        body.append(draw(st.one_of(conv_item(), pool_item(), SIMPLE)))
+    if draw(st.booleans()):  # a residual block with a shared conv used twice
+        body.append({"res": {"block": "Twice", "args": {"width": 2 * draw(st.integers(1, 3))}}})
+    if draw(st.booleans()):
+        body += [{"op": "flatten"}, {"head": {"op": "linear", "out": 3}}]
+    else:
+        body += [{"op": "global_avg_pool", "keepdims": draw(st.booleans())}]
+    size = draw(st.integers(9, 16))
+    return {
+        "inputs": {"image": [4, size, size + draw(st.integers(0, 3))]},
+        "blocks": {
+            "Twice": {
+                "params": {"width": "int"},
+                "body": [
+                    {
+                        "a": {
+                            "op": "conv",
+                            "out": "$width",
+                            "kernel": 3,
+                            "padding": "same",
+                            "share": "w",
+                        }
+                    },
+                    {
+                        "b": {
+                            "op": "conv",
+                            "out": "$width",
+                            "kernel": 3,
+                            "padding": "same",
+                            "share": "w",
+                        }
+                    },
+                    {"skip": {"op": "conv", "input": "input", "out": "$width", "kernel": 1}},
+                    {"sum": {"op": "add", "inputs": ["b", "skip"]}},
+                ],
+            }
+        },
+        "body": body,
+    }
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=random_spec())
+def test_random_specs_match_the_ir(tmp_path_factory: pytest.TempPathFactory, data: dict) -> None:
+    folder = tmp_path_factory.mktemp("spec")
+    path = folder / "random_net.yaml"
+    path.write_text(json.dumps(data))
+    spec = load(path)
+    height, width = data["inputs"]["image"][1:]
+    for size in [(height, width), (height + 3, width + 1)]:
+        try:
+            graph = lower(spec, input_size=size)
+        except SpecError:
+            event("rejected by lowering")
+            return  # e.g. a kernel larger than its padded input: lowering says so, fine
+        module, graph = generate_module(spec, input_size=size, directory=folder)
+        model = getattr(module, graph.name)().eval()
+        n_params = sum(p.numel() for p in model.parameters())
+        assert n_params == totals(graph).trainable
+        x = torch.randn(2, *graph.node("image").shape)
+        with torch.no_grad():
+            out = model(x)
+        assert tuple(out.shape[1:]) == graph.node(graph.outputs[0]).shape
+        assert torch.isfinite(out).all()
+        event("checked against torch")

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from archspec_torch import backend, emit_source
+import torch
+from archspec_torch import backend, emit_source, generate_module
 from archspec_torch.ops import PRINTERS, Call, Kw, layout
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 import archspec
 from archspec import backend as backend_api
 from archspec import ir
+from archspec.analysis import totals
 from archspec.errors import SpecError
 from archspec.lower import lower
 from archspec.registry import load, zoo_names
@@ -210,3 +212,17 @@ def test_fuzzed_free_text_stays_inside_docstrings(tmp_path: Path, text: str) -> 
     assert kinds == ["Import", "Import", "ImportFrom", "ClassDef", "ClassDef", "FunctionDef"]
     calls = {ast.unparse(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     assert calls <= {"super().__init__", "super", "F.relu", "Unit", "self.unit", "Fuzz"}
+
+
+def test_docs_example_generates_and_matches_the_ir() -> None:
+    """docs/spec.md's VGG-11-BN: an inline repeat whose first iteration reads `in_channels`
+    and the others `width` is one loop body (`in_channels if i == 0 else width`)."""
+    path = Path(__file__).resolve().parent.parent / "docs" / "examples" / "vgg11_bn.yaml"
+    module, graph = generate_module(load(path), input_size=(32, 32))
+    source = Path(module.__file__).read_text()
+    assert "in_channels if i == 0 else width" in source
+    model = getattr(module, graph.name)().eval()
+    assert sum(p.numel() for p in model.parameters()) == totals(graph).trainable
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 32, 32))
+    assert tuple(out.shape[1:]) == graph.node(graph.outputs[0]).shape

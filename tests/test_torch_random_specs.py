@@ -2,7 +2,7 @@
 
 Hypothesis writes chains of conv / pool / batch_norm / activation items (random kernels,
 strides, dilations, groups, and every padding form: int, [h, w], per-side, same, valid;
-ceil_mode), sometimes a residual branch, a block with a shared conv, a dense head. Any
+ceil_mode), sometimes an inline repeat, a residual block with a shared conv, a dense head. Any
 spec the lowering accepts must generate, import, count the IR's parameters and produce the
 IR's output shapes at the declared and at a second, odd input size.
 """
@@ -82,6 +82,10 @@ def random_spec(draw: st.DrawFn) -> dict[str, Any]:
     body: list[Any] = [{"stem": {"op": "conv", "out": 4, "kernel": 3, "padding": 1}}]
     for _ in range(draw(st.integers(1, 5))):
         body.append(draw(st.one_of(conv_item(), pool_item(), SIMPLE)))
+    if draw(st.booleans()):  # an inline repeat: the first iteration may change channels
+        width = 2 * draw(st.integers(1, 3))
+        steps = [{"op": "conv", "out": width, "kernel": 3, "padding": "same"}, {"op": "relu"}]
+        body.append({"loop": {"repeat": draw(st.integers(1, 3)), "body": steps}})
     if draw(st.booleans()):  # a residual block with a shared conv used twice
         body.append({"res": {"block": "Twice", "args": {"width": 2 * draw(st.integers(1, 3))}}})
     if draw(st.booleans()):

@@ -50,7 +50,18 @@ from archspec import ir
 from archspec.analysis import param_sets
 from archspec.backend import Artifact, BackendError
 from archspec.errors import SpecError
-from archspec.expr import Binary, Expr, ExprError, Num, evaluate, expression_text, parse, to_python
+from archspec.expr import (
+    Binary,
+    Expr,
+    ExprError,
+    IfElse,
+    Name,
+    Num,
+    evaluate,
+    expression_text,
+    parse,
+    to_python,
+)
 from archspec.expr import names as free_names
 from archspec.ir import Graph, Node
 from archspec.lower import Names, lower
@@ -876,6 +887,55 @@ class ClassBuilder:
             return None
         return sequential([(m.key, m.code) for m in inner.members]), out.chan
 
+    def carry_channels(
+        self,
+        item: ScopeItem,
+        source: Value,
+        names: Names[Value],
+        frames_at: Callable[[int], list[Frame | None]],
+        iterations: int,
+    ) -> tuple[Expr | None, str]:
+        """Channels entering each iteration of an inline repeat, and the loop variable.
+
+        When the body's output channels differ from what enters the first iteration (a VGG
+        stage: `in_channels`, then `width`), the iterations still share one body if the
+        channels are the same from the second on: `(in_channels if i == 0 else width)`.
+        """
+        first = source.chan
+        if first is None or iterations < 2 or has_share(item.body):
+            return first, "_"
+        outer: list[Value] = []
+        table: Names[Value] | None = names
+        while table is not None:
+            outer += [v for v in table.values.values() if isinstance(v, Value)]
+            table = table.parent
+
+        def out_chan(chan: Expr) -> Expr | None:
+            """The body's output channels for input `chan`, from a trial walk undone after."""
+            saved = (dict(self.extra), dict(self.extra_types), set(self.params.used),
+                     set(self.em.needs), [len(v.readers) for v in outer])  # fmt: skip
+            try:
+                value = self.walk(
+                    item.body, frames_at(0), Names[Value]({}, names), Value("prev", chan=chan),
+                    Container("step", in_class=False), [],
+                )  # fmt: skip
+            except TorchEmitError:
+                return None
+            finally:
+                self.extra, self.extra_types, self.params.used, self.em.needs = saved[:4]
+                for v, n in zip(outer, saved[4], strict=True):
+                    del v.readers[n:]
+            return value.chan
+
+        after = out_chan(first)
+        if after is None or to_python(after, str) == to_python(first, str):
+            return first, "_"
+        if out_chan(after) is None or to_python(out_chan(after), str) != to_python(after, str):
+            return first, "_"  # channels keep changing (a dense chain): not one loop body
+        loop_var = self.params.new("i")
+        self.symbols["index"] = loop_var
+        return IfElse(Binary("==", Name("index"), Num(0)), first, after), loop_var
+
     def repeat(
         self,
         item: ScopeItem,
@@ -919,31 +979,38 @@ class ClassBuilder:
             "count",
             present,
         )  # type: ignore[misc]
+        carry_chan, loop_var = self.carry_channels(item, source, names, frames_at, iterations)
         step = Container("step", in_class=False)
-        carry = Value("prev", chan=source.chan)
+        carry = Value("prev", chan=carry_chan)
         loop_body: list[Any] = []
-        last = self.walk(item.body, frames_at(0), Names[Value]({}, names), carry, step, loop_body)
-        for j in range(1, iterations):
-            other = Container("step", in_class=False)
-            self.walk(
-                item.body,
-                frames_at(j),
-                Names[Value]({}, names),
-                Value("prev", chan=source.chan),
-                other,
-                [],
+        try:
+            last = self.walk(
+                item.body, frames_at(0), Names[Value]({}, names), carry, step, loop_body
             )
-            if [(m.key, flat(m.code)) for m in other.members] != [
-                (m.key, flat(m.code)) for m in step.members
-            ]:
-                raise TorchEmitError(
-                    f"iterations of '{local}' in {self.name} differ; the torch "
-                    "emitter writes an inline repeat as one loop body"
+            for j in range(1, iterations):
+                other = Container("step", in_class=False)
+                self.walk(
+                    item.body,
+                    frames_at(j),
+                    Names[Value]({}, names),
+                    Value("prev", chan=carry_chan),
+                    other,
+                    [],
                 )
+                if [(m.key, flat(m.code)) for m in other.members] != [
+                    (m.key, flat(m.code)) for m in step.members
+                ]:
+                    raise TorchEmitError(
+                        f"iterations of '{local}' in {self.name} differ; the torch "
+                        "emitter writes an inline repeat as one loop body"
+                    )
+        finally:
+            self.symbols.pop("index", None)
         if step.members:
             element = step.as_dict()
             if item.prefix == "" and item.start == 0:
-                code: Code = Call("nn.ModuleList", (Comp(element, f"for _ in range({count.src})"),))
+                clause = f"for {loop_var} in range({count.src})"
+                code: Code = Call("nn.ModuleList", (Comp(element, clause),))
                 header = "for step in {}:"
             else:
                 start = f" + {item.start}" if item.start else ""

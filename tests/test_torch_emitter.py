@@ -226,3 +226,23 @@ def test_docs_example_generates_and_matches_the_ir() -> None:
     with torch.no_grad():
         out = model(torch.randn(1, 3, 32, 32))
     assert tuple(out.shape[1:]) == graph.node(graph.outputs[0]).shape
+
+
+def test_long_stages_are_comprehensions(zoo_sources: dict[str, str]) -> None:
+    """Runs of alike blocks read like torchvision's loops; keys stay those of the IR (the
+    torchvision state_dict tests cover that)."""
+    assert "*[Bottleneck(1024, planes=256) for _ in range(35)]" in zoo_sources["resnet152"]
+    dense = '(f"denselayer{i + 1}", DenseLayer(64 + 32 * i, growth_rate=32))'
+    assert dense in zoo_sources["densenet121"]
+    assert zoo_sources["resnet18"].count("BasicBlock(") == 8 + 1  # short stages stay explicit
+
+
+def test_loop_element_needs_affine_int_arguments() -> None:
+    from archspec_torch.emitter import loop_element
+
+    calls = [Call("Block", (str(v), Kw("k", "3"))) for v in (64, 96, 128)]
+    var, code = loop_element(calls, 0)  # type: ignore[misc]
+    assert (var, code) == ("i", Call("Block", ("64 + 32 * i", Kw("k", "3"))))
+    assert loop_element([Call("Block", (str(v),)) for v in (1, 2, 4)], 0) is None
+    assert loop_element([Call("Block", ("a",)), Call("Block", ("b",))], 0) is None
+    assert loop_element([Call("A", ("1",)), Call("B", ("1",))], 0) is None

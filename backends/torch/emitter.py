@@ -38,6 +38,7 @@ from archspec_torch.ops import (
     Entry,
     Kw,
     PadPlan,
+    Starred,
     flat,
     init_call,
     layout,
@@ -381,11 +382,77 @@ class Container:
         return Call("nn.ModuleDict", (Call("", entries, "{}"),))
 
 
+MIN_RUN = 3  # stages at least this long are written as comprehensions, like _make_layer
+
+
 def sequential(entries: list[tuple[str, Code]]) -> Code:
-    if [k for k, _ in entries] == [str(i) for i in range(len(entries))]:
-        return Call("nn.Sequential", tuple(c for _, c in entries))
+    """`nn.Sequential` of named modules; runs of alike blocks become comprehensions.
+
+    `Bottleneck(256, planes=64)` x 5 becomes `*[Bottleneck(256, planes=64) for _ in range(5)]`
+    and DenseLayer(64), DenseLayer(96), ... becomes `DenseLayer(64 + 32 * i) for i in ...`:
+    the same modules under the same keys, as torchvision's loops build them.
+    """
+    keys = [k for k, _ in entries]
+    codes = [c for _, c in entries]
+    if keys == [str(i) for i in range(len(entries))]:
+        for start in (0, 1):
+            element = loop_element(codes[start:], start)
+            if element is not None and len(codes) - start >= MIN_RUN:
+                var, code = element
+                bounds = f"{start}, {len(codes)}" if start and var != "_" else len(codes) - start
+                stop = str(bounds)
+                run = Starred(Comp(code, f"for {var} in range({stop})"))
+                return Call("nn.Sequential", (*codes[:start], run))
+        return Call("nn.Sequential", tuple(codes))
+    numbered = re.fullmatch(r"([A-Za-z_]+)(\d+)", keys[0])
+    element = loop_element(codes, 0) if numbered and len(codes) >= MIN_RUN else None
+    if numbered and element is not None:
+        prefix, first = numbered.group(1), int(numbered.group(2))
+        if keys == [f"{prefix}{first + j}" for j in range(len(keys))]:
+            var = element[0] if element[0] != "_" else "i"
+            offset = f" + {first}" if first else ""
+            key = f'f"{prefix}{{{var}{offset}}}"'
+            pair = Call("", (key, element[1]))
+            run = Comp(pair, f"for {var} in range({len(codes)})")
+            return Call("nn.Sequential", (Call("OrderedDict", (run,)),))
     pairs = tuple(Call("", (py_str(k), c)) for k, c in entries)
     return Call("nn.Sequential", (Call("OrderedDict", (Call("", pairs, "[]"),)),))
+
+
+def loop_element(codes: list[Code], start: int) -> tuple[str, Code] | None:
+    """One constructor call standing for all `codes` (indexes start, start+1, ...), with
+    int arguments affine in the loop variable; None when the calls differ otherwise."""
+    if not codes or not all(isinstance(c, Call) for c in codes):
+        return None
+    calls: list[Call] = codes  # type: ignore[assignment]
+    head = calls[0]
+    if any(c.func != head.func or len(c.args) != len(head.args) for c in calls):
+        return None
+    var = "i"
+    if any(re.search(rf"\b{var}\b", flat(c)) for c in calls):
+        return None  # the name is taken inside the calls
+    args: list[Code | Kw | Entry | Starred] = []
+    uses_var = False
+    for position, arg in enumerate(head.args):
+        column = [c.args[position] for c in calls]
+        if all(a == arg for a in column):
+            args.append(arg)
+            continue
+        names = {a.name if isinstance(a, Kw) else None for a in column}
+        values = [a.value if isinstance(a, Kw) else a for a in column]
+        if len(names) != 1 or not all(isinstance(v, str) and v.isdigit() for v in values):
+            return None
+        ints = [int(v) for v in values]  # type: ignore[arg-type]
+        step = ints[1] - ints[0] if len(ints) > 1 else 0
+        if any(v != ints[0] + step * j for j, v in enumerate(ints)):
+            return None
+        base = ints[0] - step * start
+        term = var if step == 1 else f"{step} * {var}"
+        text = term if base == 0 else f"{base} + {term}"
+        uses_var = True
+        name = names.pop()
+        args.append(Kw(name, text) if name is not None else text)
+    return (var if uses_var else "_"), Call(head.func, tuple(args), head.brackets)
 
 
 # ---------------------------------------------------------------------------- one class

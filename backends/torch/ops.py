@@ -41,6 +41,13 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Starred:
+    """`*value` as a call argument (unpacking a comprehension)."""
+
+    value: Comp
+
+
+@dataclass(frozen=True)
 class Comp:
     """A comprehension: `[element for _ in range(n)]` (or `{k: v for ...}` with brackets "{}")."""
 
@@ -54,14 +61,16 @@ class Call:
     """`func(args)`; with func "" and brackets "[]"/"()" it is a list or tuple literal."""
 
     func: str
-    args: tuple[Code | Kw | Entry, ...] = ()
+    args: tuple[Code | Kw | Entry | Starred, ...] = ()
     brackets: str = "()"
 
 
 Code = str | Call | Comp
 
 
-def flat(code: Code | Kw | Entry) -> str:
+def flat(code: Code | Kw | Entry | Starred) -> str:
+    if isinstance(code, Starred):
+        return "*" + flat(code.value)
     if isinstance(code, Kw):
         return f"{code.name}={flat(code.value)}"
     if isinstance(code, Entry):
@@ -107,6 +116,8 @@ def layout(prefix: str, code: Code, suffix: str = "", indent: int = 0, base: int
             lines += layout(arg.name + "=", arg.value, ",", indent + 4)
         elif isinstance(arg, Entry):
             lines += layout(arg.key + ": ", arg.value, ",", indent + 4)
+        elif isinstance(arg, Starred):
+            lines += layout("*", arg.value, ",", indent + 4)
         else:
             lines += layout("", arg, ",", indent + 4)
     return [*lines, tail]

@@ -68,12 +68,8 @@ class Densenet121(nn.Module):
                         nn.Sequential(
                             OrderedDict(
                                 [
-                                    ("denselayer1", DenseLayer(64, growth_rate=32)),
-                                    ("denselayer2", DenseLayer(96, growth_rate=32)),
-                                    ("denselayer3", DenseLayer(128, growth_rate=32)),
-                                    ("denselayer4", DenseLayer(160, growth_rate=32)),
-                                    ("denselayer5", DenseLayer(192, growth_rate=32)),
-                                    ("denselayer6", DenseLayer(224, growth_rate=32)),
+                                    (f"denselayer{i + 1}", DenseLayer(64 + 32 * i, growth_rate=32))
+                                    for i in range(6)
                                 ],
                             ),
                         ),
@@ -84,18 +80,8 @@ class Densenet121(nn.Module):
                         nn.Sequential(
                             OrderedDict(
                                 [
-                                    ("denselayer1", DenseLayer(128, growth_rate=32)),
-                                    ("denselayer2", DenseLayer(160, growth_rate=32)),
-                                    ("denselayer3", DenseLayer(192, growth_rate=32)),
-                                    ("denselayer4", DenseLayer(224, growth_rate=32)),
-                                    ("denselayer5", DenseLayer(256, growth_rate=32)),
-                                    ("denselayer6", DenseLayer(288, growth_rate=32)),
-                                    ("denselayer7", DenseLayer(320, growth_rate=32)),
-                                    ("denselayer8", DenseLayer(352, growth_rate=32)),
-                                    ("denselayer9", DenseLayer(384, growth_rate=32)),
-                                    ("denselayer10", DenseLayer(416, growth_rate=32)),
-                                    ("denselayer11", DenseLayer(448, growth_rate=32)),
-                                    ("denselayer12", DenseLayer(480, growth_rate=32)),
+                                    (f"denselayer{i + 1}", DenseLayer(128 + 32 * i, growth_rate=32))
+                                    for i in range(12)
                                 ],
                             ),
                         ),
@@ -106,30 +92,8 @@ class Densenet121(nn.Module):
                         nn.Sequential(
                             OrderedDict(
                                 [
-                                    ("denselayer1", DenseLayer(256, growth_rate=32)),
-                                    ("denselayer2", DenseLayer(288, growth_rate=32)),
-                                    ("denselayer3", DenseLayer(320, growth_rate=32)),
-                                    ("denselayer4", DenseLayer(352, growth_rate=32)),
-                                    ("denselayer5", DenseLayer(384, growth_rate=32)),
-                                    ("denselayer6", DenseLayer(416, growth_rate=32)),
-                                    ("denselayer7", DenseLayer(448, growth_rate=32)),
-                                    ("denselayer8", DenseLayer(480, growth_rate=32)),
-                                    ("denselayer9", DenseLayer(512, growth_rate=32)),
-                                    ("denselayer10", DenseLayer(544, growth_rate=32)),
-                                    ("denselayer11", DenseLayer(576, growth_rate=32)),
-                                    ("denselayer12", DenseLayer(608, growth_rate=32)),
-                                    ("denselayer13", DenseLayer(640, growth_rate=32)),
-                                    ("denselayer14", DenseLayer(672, growth_rate=32)),
-                                    ("denselayer15", DenseLayer(704, growth_rate=32)),
-                                    ("denselayer16", DenseLayer(736, growth_rate=32)),
-                                    ("denselayer17", DenseLayer(768, growth_rate=32)),
-                                    ("denselayer18", DenseLayer(800, growth_rate=32)),
-                                    ("denselayer19", DenseLayer(832, growth_rate=32)),
-                                    ("denselayer20", DenseLayer(864, growth_rate=32)),
-                                    ("denselayer21", DenseLayer(896, growth_rate=32)),
-                                    ("denselayer22", DenseLayer(928, growth_rate=32)),
-                                    ("denselayer23", DenseLayer(960, growth_rate=32)),
-                                    ("denselayer24", DenseLayer(992, growth_rate=32)),
+                                    (f"denselayer{i + 1}", DenseLayer(256 + 32 * i, growth_rate=32))
+                                    for i in range(24)
                                 ],
                             ),
                         ),
@@ -140,22 +104,8 @@ class Densenet121(nn.Module):
                         nn.Sequential(
                             OrderedDict(
                                 [
-                                    ("denselayer1", DenseLayer(512, growth_rate=32)),
-                                    ("denselayer2", DenseLayer(544, growth_rate=32)),
-                                    ("denselayer3", DenseLayer(576, growth_rate=32)),
-                                    ("denselayer4", DenseLayer(608, growth_rate=32)),
-                                    ("denselayer5", DenseLayer(640, growth_rate=32)),
-                                    ("denselayer6", DenseLayer(672, growth_rate=32)),
-                                    ("denselayer7", DenseLayer(704, growth_rate=32)),
-                                    ("denselayer8", DenseLayer(736, growth_rate=32)),
-                                    ("denselayer9", DenseLayer(768, growth_rate=32)),
-                                    ("denselayer10", DenseLayer(800, growth_rate=32)),
-                                    ("denselayer11", DenseLayer(832, growth_rate=32)),
-                                    ("denselayer12", DenseLayer(864, growth_rate=32)),
-                                    ("denselayer13", DenseLayer(896, growth_rate=32)),
-                                    ("denselayer14", DenseLayer(928, growth_rate=32)),
-                                    ("denselayer15", DenseLayer(960, growth_rate=32)),
-                                    ("denselayer16", DenseLayer(992, growth_rate=32)),
+                                    (f"denselayer{i + 1}", DenseLayer(512 + 32 * i, growth_rate=32))
+                                    for i in range(16)
                                 ],
                             ),
                         ),

@@ -54,75 +54,13 @@ class Densenet121Cifar(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, padding=1, bias=False)
-        self.dense1 = nn.Sequential(
-            Bottleneck(64, growth_rate=32),
-            Bottleneck(96, growth_rate=32),
-            Bottleneck(128, growth_rate=32),
-            Bottleneck(160, growth_rate=32),
-            Bottleneck(192, growth_rate=32),
-            Bottleneck(224, growth_rate=32),
-        )
+        self.dense1 = nn.Sequential(*[Bottleneck(64 + 32 * i, growth_rate=32) for i in range(6)])
         self.trans1 = Transition(256, theta=0.5)
-        self.dense2 = nn.Sequential(
-            Bottleneck(128, growth_rate=32),
-            Bottleneck(160, growth_rate=32),
-            Bottleneck(192, growth_rate=32),
-            Bottleneck(224, growth_rate=32),
-            Bottleneck(256, growth_rate=32),
-            Bottleneck(288, growth_rate=32),
-            Bottleneck(320, growth_rate=32),
-            Bottleneck(352, growth_rate=32),
-            Bottleneck(384, growth_rate=32),
-            Bottleneck(416, growth_rate=32),
-            Bottleneck(448, growth_rate=32),
-            Bottleneck(480, growth_rate=32),
-        )
+        self.dense2 = nn.Sequential(*[Bottleneck(128 + 32 * i, growth_rate=32) for i in range(12)])
         self.trans2 = Transition(512, theta=0.5)
-        self.dense3 = nn.Sequential(
-            Bottleneck(256, growth_rate=32),
-            Bottleneck(288, growth_rate=32),
-            Bottleneck(320, growth_rate=32),
-            Bottleneck(352, growth_rate=32),
-            Bottleneck(384, growth_rate=32),
-            Bottleneck(416, growth_rate=32),
-            Bottleneck(448, growth_rate=32),
-            Bottleneck(480, growth_rate=32),
-            Bottleneck(512, growth_rate=32),
-            Bottleneck(544, growth_rate=32),
-            Bottleneck(576, growth_rate=32),
-            Bottleneck(608, growth_rate=32),
-            Bottleneck(640, growth_rate=32),
-            Bottleneck(672, growth_rate=32),
-            Bottleneck(704, growth_rate=32),
-            Bottleneck(736, growth_rate=32),
-            Bottleneck(768, growth_rate=32),
-            Bottleneck(800, growth_rate=32),
-            Bottleneck(832, growth_rate=32),
-            Bottleneck(864, growth_rate=32),
-            Bottleneck(896, growth_rate=32),
-            Bottleneck(928, growth_rate=32),
-            Bottleneck(960, growth_rate=32),
-            Bottleneck(992, growth_rate=32),
-        )
+        self.dense3 = nn.Sequential(*[Bottleneck(256 + 32 * i, growth_rate=32) for i in range(24)])
         self.trans3 = Transition(1024, theta=0.5)
-        self.dense4 = nn.Sequential(
-            Bottleneck(512, growth_rate=32),
-            Bottleneck(544, growth_rate=32),
-            Bottleneck(576, growth_rate=32),
-            Bottleneck(608, growth_rate=32),
-            Bottleneck(640, growth_rate=32),
-            Bottleneck(672, growth_rate=32),
-            Bottleneck(704, growth_rate=32),
-            Bottleneck(736, growth_rate=32),
-            Bottleneck(768, growth_rate=32),
-            Bottleneck(800, growth_rate=32),
-            Bottleneck(832, growth_rate=32),
-            Bottleneck(864, growth_rate=32),
-            Bottleneck(896, growth_rate=32),
-            Bottleneck(928, growth_rate=32),
-            Bottleneck(960, growth_rate=32),
-            Bottleneck(992, growth_rate=32),
-        )
+        self.dense4 = nn.Sequential(*[Bottleneck(512 + 32 * i, growth_rate=32) for i in range(16)])
         self.bn = nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1)
         self.pool = nn.AvgPool2d(4, stride=4, ceil_mode=False, count_include_pad=True)
         self.linear = nn.Linear(1024, 10)

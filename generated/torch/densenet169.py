@@ -68,12 +68,8 @@ class Densenet169(nn.Module):
                         nn.Sequential(
                             OrderedDict(
                                 [
-                                    ("denselayer1", DenseLayer(64, growth_rate=32)),
-                                    ("denselayer2", DenseLayer(96, growth_rate=32)),
-                                    ("denselayer3", DenseLayer(128, growth_rate=32)),
-                                    ("denselayer4", DenseLayer(160, growth_rate=32)),
-                                    ("denselayer5", DenseLayer(192, growth_rate=32)),
-                                    ("denselayer6", DenseLayer(224, growth_rate=32)),
+                                    (f"denselayer{i + 1}", DenseLayer(64 + 32 * i, growth_rate=32))
+                                    for i in range(6)
                                 ],
                             ),
                         ),
@@ -84,18 +80,8 @@ class Densenet169(nn.Module):
                         nn.Sequential(
                             OrderedDict(
                                 [
-                                    ("denselayer1", DenseLayer(128, growth_rate=32)),
-                                    ("denselayer2", DenseLayer(160, growth_rate=32)),
-                                    ("denselayer3", DenseLayer(192, growth_rate=32)),
-                                    ("denselayer4", DenseLayer(224, growth_rate=32)),
-                                    ("denselayer5", DenseLayer(256, growth_rate=32)),
-                                    ("denselayer6", DenseLayer(288, growth_rate=32)),
-                                    ("denselayer7", DenseLayer(320, growth_rate=32)),
-                                    ("denselayer8", DenseLayer(352, growth_rate=32)),
-                                    ("denselayer9", DenseLayer(384, growth_rate=32)),
-                                    ("denselayer10", DenseLayer(416, growth_rate=32)),
-                                    ("denselayer11", DenseLayer(448, growth_rate=32)),
-                                    ("denselayer12", DenseLayer(480, growth_rate=32)),
+                                    (f"denselayer{i + 1}", DenseLayer(128 + 32 * i, growth_rate=32))
+                                    for i in range(12)
                                 ],
                             ),
                         ),
@@ -106,38 +92,8 @@ class Densenet169(nn.Module):
                         nn.Sequential(
                             OrderedDict(
                                 [
-                                    ("denselayer1", DenseLayer(256, growth_rate=32)),
-                                    ("denselayer2", DenseLayer(288, growth_rate=32)),
-                                    ("denselayer3", DenseLayer(320, growth_rate=32)),
-                                    ("denselayer4", DenseLayer(352, growth_rate=32)),
-                                    ("denselayer5", DenseLayer(384, growth_rate=32)),
-                                    ("denselayer6", DenseLayer(416, growth_rate=32)),
-                                    ("denselayer7", DenseLayer(448, growth_rate=32)),
-                                    ("denselayer8", DenseLayer(480, growth_rate=32)),
-                                    ("denselayer9", DenseLayer(512, growth_rate=32)),
-                                    ("denselayer10", DenseLayer(544, growth_rate=32)),
-                                    ("denselayer11", DenseLayer(576, growth_rate=32)),
-                                    ("denselayer12", DenseLayer(608, growth_rate=32)),
-                                    ("denselayer13", DenseLayer(640, growth_rate=32)),
-                                    ("denselayer14", DenseLayer(672, growth_rate=32)),
-                                    ("denselayer15", DenseLayer(704, growth_rate=32)),
-                                    ("denselayer16", DenseLayer(736, growth_rate=32)),
-                                    ("denselayer17", DenseLayer(768, growth_rate=32)),
-                                    ("denselayer18", DenseLayer(800, growth_rate=32)),
-                                    ("denselayer19", DenseLayer(832, growth_rate=32)),
-                                    ("denselayer20", DenseLayer(864, growth_rate=32)),
-                                    ("denselayer21", DenseLayer(896, growth_rate=32)),
-                                    ("denselayer22", DenseLayer(928, growth_rate=32)),
-                                    ("denselayer23", DenseLayer(960, growth_rate=32)),
-                                    ("denselayer24", DenseLayer(992, growth_rate=32)),
-                                    ("denselayer25", DenseLayer(1024, growth_rate=32)),
-                                    ("denselayer26", DenseLayer(1056, growth_rate=32)),
-                                    ("denselayer27", DenseLayer(1088, growth_rate=32)),
-                                    ("denselayer28", DenseLayer(1120, growth_rate=32)),
-                                    ("denselayer29", DenseLayer(1152, growth_rate=32)),
-                                    ("denselayer30", DenseLayer(1184, growth_rate=32)),
-                                    ("denselayer31", DenseLayer(1216, growth_rate=32)),
-                                    ("denselayer32", DenseLayer(1248, growth_rate=32)),
+                                    (f"denselayer{i + 1}", DenseLayer(256 + 32 * i, growth_rate=32))
+                                    for i in range(32)
                                 ],
                             ),
                         ),
@@ -148,38 +104,8 @@ class Densenet169(nn.Module):
                         nn.Sequential(
                             OrderedDict(
                                 [
-                                    ("denselayer1", DenseLayer(640, growth_rate=32)),
-                                    ("denselayer2", DenseLayer(672, growth_rate=32)),
-                                    ("denselayer3", DenseLayer(704, growth_rate=32)),
-                                    ("denselayer4", DenseLayer(736, growth_rate=32)),
-                                    ("denselayer5", DenseLayer(768, growth_rate=32)),
-                                    ("denselayer6", DenseLayer(800, growth_rate=32)),
-                                    ("denselayer7", DenseLayer(832, growth_rate=32)),
-                                    ("denselayer8", DenseLayer(864, growth_rate=32)),
-                                    ("denselayer9", DenseLayer(896, growth_rate=32)),
-                                    ("denselayer10", DenseLayer(928, growth_rate=32)),
-                                    ("denselayer11", DenseLayer(960, growth_rate=32)),
-                                    ("denselayer12", DenseLayer(992, growth_rate=32)),
-                                    ("denselayer13", DenseLayer(1024, growth_rate=32)),
-                                    ("denselayer14", DenseLayer(1056, growth_rate=32)),
-                                    ("denselayer15", DenseLayer(1088, growth_rate=32)),
-                                    ("denselayer16", DenseLayer(1120, growth_rate=32)),
-                                    ("denselayer17", DenseLayer(1152, growth_rate=32)),
-                                    ("denselayer18", DenseLayer(1184, growth_rate=32)),
-                                    ("denselayer19", DenseLayer(1216, growth_rate=32)),
-                                    ("denselayer20", DenseLayer(1248, growth_rate=32)),
-                                    ("denselayer21", DenseLayer(1280, growth_rate=32)),
-                                    ("denselayer22", DenseLayer(1312, growth_rate=32)),
-                                    ("denselayer23", DenseLayer(1344, growth_rate=32)),
-                                    ("denselayer24", DenseLayer(1376, growth_rate=32)),
-                                    ("denselayer25", DenseLayer(1408, growth_rate=32)),
-                                    ("denselayer26", DenseLayer(1440, growth_rate=32)),
-                                    ("denselayer27", DenseLayer(1472, growth_rate=32)),
-                                    ("denselayer28", DenseLayer(1504, growth_rate=32)),
-                                    ("denselayer29", DenseLayer(1536, growth_rate=32)),
-                                    ("denselayer30", DenseLayer(1568, growth_rate=32)),
-                                    ("denselayer31", DenseLayer(1600, growth_rate=32)),
-                                    ("denselayer32", DenseLayer(1632, growth_rate=32)),
+                                    (f"denselayer{i + 1}", DenseLayer(640 + 32 * i, growth_rate=32))
+                                    for i in range(32)
                                 ],
                             ),
                         ),

@@ -73,35 +73,11 @@ class Resnet101(nn.Module):
             Bottleneck(64, planes=64), Bottleneck(256, planes=64), Bottleneck(256, planes=64)
         )
         self.layer2 = nn.Sequential(
-            Bottleneck(256, planes=128, stride=2),
-            Bottleneck(512, planes=128),
-            Bottleneck(512, planes=128),
-            Bottleneck(512, planes=128),
+            Bottleneck(256, planes=128, stride=2), *[Bottleneck(512, planes=128) for _ in range(3)]
         )
         self.layer3 = nn.Sequential(
             Bottleneck(512, planes=256, stride=2),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
-            Bottleneck(1024, planes=256),
+            *[Bottleneck(1024, planes=256) for _ in range(22)],
         )
         self.layer4 = nn.Sequential(
             Bottleneck(1024, planes=512, stride=2),

@@ -54,22 +54,12 @@ class Resnet34(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=False)
-        self.layer1 = nn.Sequential(
-            BasicBlock(64, planes=64), BasicBlock(64, planes=64), BasicBlock(64, planes=64)
-        )
+        self.layer1 = nn.Sequential(*[BasicBlock(64, planes=64) for _ in range(3)])
         self.layer2 = nn.Sequential(
-            BasicBlock(64, planes=128, stride=2),
-            BasicBlock(128, planes=128),
-            BasicBlock(128, planes=128),
-            BasicBlock(128, planes=128),
+            BasicBlock(64, planes=128, stride=2), *[BasicBlock(128, planes=128) for _ in range(3)]
         )
         self.layer3 = nn.Sequential(
-            BasicBlock(128, planes=256, stride=2),
-            BasicBlock(256, planes=256),
-            BasicBlock(256, planes=256),
-            BasicBlock(256, planes=256),
-            BasicBlock(256, planes=256),
-            BasicBlock(256, planes=256),
+            BasicBlock(128, planes=256, stride=2), *[BasicBlock(256, planes=256) for _ in range(5)]
         )
         self.layer4 = nn.Sequential(
             BasicBlock(256, planes=512, stride=2),

@@ -342,11 +342,11 @@ class Lowerer:
             if raw is not None:
                 fields[fname] = self.value(raw, ctx.env, ctx.source, (*path, fname))
                 continue
-            default = self.spec.defaults.get(op, {}).get(fname)
-            if default is not None:  # declared at the top level: evaluated with the model's params
+            default = field_default(self.spec, op, fname)
+            if isinstance(default, Located):  # a spec default: evaluated with the model's params
                 fields[fname] = self.value(default.value, self.params, default.source, default.path)
             else:
-                fields[fname] = BUILTIN_DEFAULTS.get(op, {}).get(fname)
+                fields[fname] = default
         return fields
 
     def lower_op(self, item: Any, path: Path, full: str, sources: list[str], ctx: BlockCtx) -> str:
@@ -639,6 +639,13 @@ class Lowerer:
         finally:
             ctx.env = saved
         return current
+
+
+def field_default(spec: ResolvedSpec, op: str, fname: str) -> Located[Any] | Any:
+    """What an op field left unset takes: the spec's `defaults:` entry (Located, to be
+    evaluated with the architecture parameters), else the built-in default."""
+    located = spec.defaults.get(op, {}).get(fname)
+    return located if located is not None else BUILTIN_DEFAULTS.get(op, {}).get(fname)
 
 
 def resolve_params(spec: ResolvedSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:

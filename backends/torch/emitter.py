@@ -65,10 +65,9 @@ from archspec.expr import (
 )
 from archspec.expr import names as free_names
 from archspec.ir import Graph, Node
-from archspec.lower import Names, lower
-from archspec.ops import BUILTIN_DEFAULTS
+from archspec.lower import Names, field_default, lower
 from archspec.params import check_value
-from archspec.registry import ResolvedSpec, specs_root
+from archspec.registry import Located, ResolvedSpec, specs_root
 from archspec.spec import BlockItem, ScopeItem
 
 # Attribute names nn.Module itself uses: a submodule under one of these names would be
@@ -1273,8 +1272,8 @@ class ModuleEmitter:
         return source.error(ref.path, f"the torch backend cannot generate this: {exc}")
 
     def default(self, op: str, sfield: str) -> Any:
-        located = self.spec.defaults.get(op, {}).get(sfield)
-        return located.value if located is not None else BUILTIN_DEFAULTS.get(op, {}).get(sfield)
+        found = field_default(self.spec, op, sfield)
+        return found.value if isinstance(found, Located) else found
 
     # ------------------------------------------------------------------ classes
 

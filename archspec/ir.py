@@ -15,7 +15,7 @@ Layout conventions every backend translates from (DESIGN.md, "semantic contract"
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
@@ -220,29 +220,7 @@ Op = Annotated[
     Field(discriminator="kind"),
 ]
 OP_KINDS: tuple[str, ...] = tuple(
-    cls.model_fields["kind"].default
-    for cls in (
-        Input,
-        Conv2d,
-        Linear,
-        BatchNorm,
-        ReLU,
-        LeakyReLU,
-        GELU,
-        Sigmoid,
-        Tanh,
-        Softmax,
-        MaxPool2d,
-        AvgPool2d,
-        GlobalAvgPool,
-        GlobalMaxPool,
-        AdaptiveAvgPool2d,
-        Flatten,
-        Dropout,
-        Add,
-        Concat,
-        Pad2d,
-    )
+    cls.model_fields["kind"].default for cls in get_args(get_args(Op)[0])
 )
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import keyword
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -148,7 +149,25 @@ class ItemBase(SpecModel):
 # ---------------------------------------------------------------------------- primitive ops
 
 
-class ConvOp(ItemBase):
+class OpItemBase(ItemBase):
+    """A primitive op item. Each declares, in one place, the IR op kind it lowers to and
+    which IR fields its own fields set (IR field -> spec field) where a spec may write an
+    expression: source emitters use the map to keep those fields symbolic."""
+
+    ir_kind: ClassVar[str]
+    ir_fields: ClassVar[Mapping[str, str]] = {}
+
+
+class ConvOp(OpItemBase):
+    ir_kind: ClassVar[str] = "conv2d"
+    ir_fields: ClassVar[Mapping[str, str]] = {
+        "out_channels": "out",
+        "kernel_size": "kernel",
+        "stride": "stride",
+        "dilation": "dilation",
+        "groups": "groups",
+        "bias": "bias",
+    }
     op: Literal["conv"]
     out: IntLike
     kernel: PairLike
@@ -162,7 +181,9 @@ class ConvOp(ItemBase):
     share: Identifier | None = Field(default=None, description="shared-weight group name")
 
 
-class LinearOp(ItemBase):
+class LinearOp(OpItemBase):
+    ir_kind: ClassVar[str] = "linear"
+    ir_fields: ClassVar[Mapping[str, str]] = {"out_features": "out", "bias": "bias"}
     op: Literal["linear"]
     out: IntLike
     bias: BoolLike | None = None
@@ -171,7 +192,13 @@ class LinearOp(ItemBase):
     share: Identifier | None = None
 
 
-class BatchNormOp(ItemBase):
+class BatchNormOp(OpItemBase):
+    ir_kind: ClassVar[str] = "batch_norm"
+    ir_fields: ClassVar[Mapping[str, str]] = {
+        "eps": "eps",
+        "momentum": "momentum",
+        "affine": "affine",
+    }
     op: Literal["batch_norm"]
     eps: FloatLike | None = None
     momentum: FloatLike | None = Field(
@@ -183,36 +210,49 @@ class BatchNormOp(ItemBase):
     share: Identifier | None = None
 
 
-class ReluOp(ItemBase):
+class ReluOp(OpItemBase):
+    ir_kind: ClassVar[str] = "relu"
     op: Literal["relu"]
 
 
-class LeakyReluOp(ItemBase):
+class LeakyReluOp(OpItemBase):
+    ir_kind: ClassVar[str] = "leaky_relu"
+    ir_fields: ClassVar[Mapping[str, str]] = {"negative_slope": "slope"}
     op: Literal["leaky_relu"]
     slope: FloatLike = Field(
         description="negative slope; required: frameworks disagree (0.01 vs 0.3)"
     )
 
 
-class GeluOp(ItemBase):
+class GeluOp(OpItemBase):
+    ir_kind: ClassVar[str] = "gelu"
     op: Literal["gelu"]
     approximate: Literal["none", "tanh"] | None = None
 
 
-class SigmoidOp(ItemBase):
+class SigmoidOp(OpItemBase):
+    ir_kind: ClassVar[str] = "sigmoid"
     op: Literal["sigmoid"]
 
 
-class TanhOp(ItemBase):
+class TanhOp(OpItemBase):
+    ir_kind: ClassVar[str] = "tanh"
     op: Literal["tanh"]
 
 
-class SoftmaxOp(ItemBase):
+class SoftmaxOp(OpItemBase):
+    ir_kind: ClassVar[str] = "softmax"
     op: Literal["softmax"]
     axis: Literal[1] = Field(default=1, description="canonical channel axis")
 
 
-class MaxPoolOp(ItemBase):
+class MaxPoolOp(OpItemBase):
+    ir_kind: ClassVar[str] = "max_pool2d"
+    ir_fields: ClassVar[Mapping[str, str]] = {
+        "kernel_size": "kernel",
+        "stride": "stride",
+        "ceil_mode": "ceil_mode",
+    }
     op: Literal["max_pool"]
     kernel: PairLike
     stride: PairLike | None = None
@@ -220,7 +260,14 @@ class MaxPoolOp(ItemBase):
     ceil_mode: BoolLike | None = None
 
 
-class AvgPoolOp(ItemBase):
+class AvgPoolOp(OpItemBase):
+    ir_kind: ClassVar[str] = "avg_pool2d"
+    ir_fields: ClassVar[Mapping[str, str]] = {
+        "kernel_size": "kernel",
+        "stride": "stride",
+        "ceil_mode": "ceil_mode",
+        "count_include_pad": "count_include_pad",
+    }
     op: Literal["avg_pool"]
     kernel: PairLike
     stride: PairLike | None = None
@@ -229,39 +276,52 @@ class AvgPoolOp(ItemBase):
     count_include_pad: BoolLike | None = None
 
 
-class GlobalAvgPoolOp(ItemBase):
+class GlobalAvgPoolOp(OpItemBase):
+    ir_kind: ClassVar[str] = "global_avg_pool"
+    ir_fields: ClassVar[Mapping[str, str]] = {"keepdims": "keepdims"}
     op: Literal["global_avg_pool"]
     keepdims: BoolLike | None = None
 
 
-class GlobalMaxPoolOp(ItemBase):
+class GlobalMaxPoolOp(OpItemBase):
+    ir_kind: ClassVar[str] = "global_max_pool"
+    ir_fields: ClassVar[Mapping[str, str]] = {"keepdims": "keepdims"}
     op: Literal["global_max_pool"]
     keepdims: BoolLike | None = None
 
 
-class AdaptiveAvgPoolOp(ItemBase):
+class AdaptiveAvgPoolOp(OpItemBase):
+    ir_kind: ClassVar[str] = "adaptive_avg_pool2d"
+    ir_fields: ClassVar[Mapping[str, str]] = {"output_size": "size"}
     op: Literal["adaptive_avg_pool"]
     size: PairLike
 
 
-class FlattenOp(ItemBase):
+class FlattenOp(OpItemBase):
+    ir_kind: ClassVar[str] = "flatten"
     op: Literal["flatten"]
 
 
-class DropoutOp(ItemBase):
+class DropoutOp(OpItemBase):
+    ir_kind: ClassVar[str] = "dropout"
+    ir_fields: ClassVar[Mapping[str, str]] = {"rate": "rate"}
     op: Literal["dropout"]
     rate: FloatLike
 
 
-class AddOp(ItemBase):
+class AddOp(OpItemBase):
+    ir_kind: ClassVar[str] = "add"
     op: Literal["add"]
 
 
-class ConcatOp(ItemBase):
+class ConcatOp(OpItemBase):
+    ir_kind: ClassVar[str] = "concat"
     op: Literal["concat"]
 
 
-class PadOp(ItemBase):
+class PadOp(OpItemBase):
+    ir_kind: ClassVar[str] = "pad2d"
+    ir_fields: ClassVar[Mapping[str, str]] = {"value": "value"}
     op: Literal["pad"]
     padding: PaddingLike
     value: FloatLike | None = None
@@ -289,29 +349,9 @@ OpItem = Annotated[
     | PadOp,
     Field(discriminator="op"),
 ]
-OP_MODELS: dict[str, type[ItemBase]] = {
+OP_MODELS: dict[str, type[OpItemBase]] = {
     m.model_fields["op"].annotation.__args__[0]: m  # type: ignore[union-attr]
-    for m in (
-        ConvOp,
-        LinearOp,
-        BatchNormOp,
-        ReluOp,
-        LeakyReluOp,
-        GeluOp,
-        SigmoidOp,
-        TanhOp,
-        SoftmaxOp,
-        MaxPoolOp,
-        AvgPoolOp,
-        GlobalAvgPoolOp,
-        GlobalMaxPoolOp,
-        AdaptiveAvgPoolOp,
-        FlattenOp,
-        DropoutOp,
-        AddOp,
-        ConcatOp,
-        PadOp,
-    )
+    for m in get_args(get_args(OpItem)[0])
 }
 
 

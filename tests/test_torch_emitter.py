@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from archspec_torch import backend, emit_source, generate_module
-from archspec_torch.ops import PRINTERS, Call, Kw, layout
+from archspec_torch.ops import PRINTERS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +22,7 @@ import archspec
 from archspec import backend as backend_api
 from archspec import ir
 from archspec.analysis import totals
+from archspec.codegen.layout import Call, Kw, layout
 from archspec.errors import SpecError
 from archspec.lower import lower
 from archspec.registry import load, zoo_names

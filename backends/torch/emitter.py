@@ -1,15 +1,12 @@
 """TorchEmitter: a lowered Graph (with its ResolvedSpec) -> one idiomatic PyTorch module.
 
-The generated file has one `nn.Module` class per block type, written from the block's
-spec body: `__init__(self, in_channels, <block params>)` computes channel counts and
-strides with the block's own expressions (printed by `archspec.expr.to_python`), items
-with `when:` become Optional submodules, an inline `repeat` becomes a loop over an
-`nn.ModuleList`, and a shared-weight group is one attribute called at every use. Each
-symbolic value is checked against the lowered graph in every instance of the block; a
-value that cannot be written that way becomes a literal (when all instances agree) or a
-per-instance constructor argument. The model class wires the top level with concrete
-numbers, except the spec parameters shown to take effect when passed (`num_classes`),
-which it and the factory function accept.
+The structure comes from the module plan (`archspec.codegen.plan`): one class per block
+type with the block's own expressions, per-instance arguments where needed, optional
+members, loops and the forward wiring. This module only decides how torch writes it:
+which ops are `nn.Module` members and which are functional calls, `nn.Sequential` for
+chains and stages (comprehensions for runs of alike blocks, like torchvision's loops),
+`nn.ModuleDict`/`nn.ModuleList` for groups and loops, in-place ops on fresh tensors,
+padded helper modules for TensorFlow's 'same', and the `_init_weights` method.
 
 Module paths equal the IR's node names, so `state_dict()` keys are the IR's parameter
 names (torchvision's, for the torchvision-compatible specs). Generating never imports torch.
@@ -19,56 +16,55 @@ from __future__ import annotations
 
 import builtins
 import re
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path as FsPath
 from typing import Any
 
 import jinja2
-from archspec_torch.ops import (
-    PRINTERS,
-    VARIES,
-    Arg,
-    Args,
-    Call,
-    Code,
-    Comp,
-    Entry,
-    Kw,
-    PadPlan,
-    Starred,
-    flat,
-    init_call,
-    layout,
-    pair_src,
-    py_str,
-)
+from archspec_torch.ops import PRINTERS, Printed, init_call
 
 import archspec
 from archspec import ir
 from archspec.analysis import param_sets
 from archspec.backend import Artifact, BackendError
-from archspec.errors import SpecError
-from archspec.expr import (
-    Binary,
-    Expr,
-    ExprError,
-    IfElse,
-    Name,
-    Num,
-    evaluate,
-    expression_text,
-    parse,
-    to_python,
+from archspec.codegen.layout import (
+    Call,
+    Code,
+    Comp,
+    Entry,
+    Kw,
+    Namespace,
+    Starred,
+    docstring,
+    flat,
+    layout,
+    literal,
+    py_str,
+    spec_path,
 )
-from archspec.expr import names as free_names
-from archspec.ir import Graph, Node
-from archspec.lower import Names, field_default, lower
+from archspec.codegen.plan import (
+    PY_TYPES,
+    REQUIRED,
+    VARIES,
+    BlockCall,
+    BlockStep,
+    ClassPlan,
+    GroupStep,
+    ModulePlan,
+    OpStep,
+    RepeatStep,
+    Step,
+    Value,
+    build_plan,
+    candidates,
+    locate,
+)
+from archspec.errors import SpecError
+from archspec.ir import Graph
+from archspec.lower import lower
 from archspec.params import check_value
-from archspec.registry import Located, ResolvedSpec, specs_root
-from archspec.spec import BlockItem, ScopeItem
+from archspec.registry import ResolvedSpec
 
 # Attribute names nn.Module itself uses: a submodule under one of these names would be
 # shadowed by the method (or break the module), so such specs are rejected with a message.
@@ -152,35 +148,6 @@ RESERVED = frozenset(dir(builtins)) | {
     "same_sides",
     "variance_scaling_",
 }
-# Spec op -> {IR field: spec field} for fields a spec may write as expressions.
-SPEC_FIELDS: dict[str, dict[str, str]] = {
-    "conv": {
-        "out_channels": "out",
-        "kernel_size": "kernel",
-        "stride": "stride",
-        "dilation": "dilation",
-        "groups": "groups",
-        "bias": "bias",
-    },
-    "linear": {"out_features": "out", "bias": "bias"},
-    "batch_norm": {"eps": "eps", "momentum": "momentum", "affine": "affine"},
-    "leaky_relu": {"negative_slope": "slope"},
-    "dropout": {"rate": "rate"},
-    "max_pool": {"kernel_size": "kernel", "stride": "stride", "ceil_mode": "ceil_mode"},
-    "avg_pool": {
-        "kernel_size": "kernel",
-        "stride": "stride",
-        "ceil_mode": "ceil_mode",
-        "count_include_pad": "count_include_pad",
-    },
-    "adaptive_avg_pool": {"output_size": "size"},
-    "pad": {"value": "value"},
-    "global_avg_pool": {"keepdims": "keepdims"},
-    "global_max_pool": {"keepdims": "keepdims"},
-}
-CHANNEL_FIELD = {"conv2d": "in_channels", "linear": "in_features", "batch_norm": "num_features"}
-PAIR_FIELDS = {"kernel_size", "stride", "dilation", "output_size", "padding"}
-NOT_ARGS = {"kind", "padding", "weight_init", "bias_init", "shape", "axis", "approximate"}
 STATEFUL = {"conv2d", "linear", "batch_norm"}
 # Ops whose output is a new tensor that their backward does not need: an in-place op may
 # overwrite it (ReLU after BatchNorm, `out += identity` after the last BatchNorm).
@@ -195,132 +162,20 @@ MODULE_WHEN_NAMED = {
     "dropout",
     "pad2d",
 }
-PY_TYPES = {
-    "int": "int",
-    "float": "float",
-    "bool": "bool",
-    "str": "str",
-    "ints": "Sequence[int]",
-    "floats": "Sequence[float]",
-}
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
 
 
 class TorchEmitError(BackendError):
     """The spec uses something the torch emitter cannot express (the message says what)."""
 
 
-# ---------------------------------------------------------------------------- small helpers
-
-
-class Namespace:
-    """Unique, legal Python names (torch.fx's idea): `base`, `base_1`, ..."""
-
-    def __init__(self, reserved: frozenset[str] | set[str]) -> None:
-        self.used = set(reserved)
-
-    def new(self, base: str) -> str:
-        if not base.isidentifier():
-            base = f"v{base}" if f"v{base}".isidentifier() else "v"
-        name, i = base, 1
-        while name in self.used:
-            name, i = f"{base}_{i}", i + 1
-        self.used.add(name)
-        return name
-
-
-def literal(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if value == value and abs(value) != float("inf") else f'float("{value}")'
-    if isinstance(value, tuple) and len(value) == 2:
-        return pair_src(value)
-    if isinstance(value, list | tuple):
-        return "(" + ", ".join(literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
-    if isinstance(value, str):
-        return py_str(value)
-    raise TorchEmitError(f"cannot print value {value!r} as Python source")
-
-
-def normalize(fname: str, value: Any) -> Any:
-    if fname in PAIR_FIELDS:
-        return tuple(value) if isinstance(value, list | tuple) else (value, value)
-    return tuple(value) if isinstance(value, list) else value
-
-
-def same_value(a: Any, b: Any) -> bool:
-    return a == b and isinstance(a, bool) == isinstance(b, bool)
-
-
-def class_name(spec_name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in spec_name.split("_") if part)
-
-
-def docstring(text: str, indent: int) -> list[str]:
-    """A docstring from spec text; quotes and backslashes are replaced, so it stays text."""
-    clean = " ".join("".join(c for c in text if c.isprintable()).split())
-    clean = clean.replace("\\", "/").replace('"', "'").strip()
-    if not clean:
-        return []
-    if clean.endswith("'"):
-        clean += "."
-    if indent + len(clean) + 6 <= 100:
-        return [f'"""{clean}"""']
-    wrapped = textwrap.wrap(clean, width=100 - indent - 3)
-    if len(wrapped) == 1:  # ruff joins a one-line docstring with its closing quotes
-        wrapped = textwrap.wrap(clean, width=max(20, len(clean) * 2 // 3))
-    return ['"""' + wrapped[0], *wrapped[1:], '"""']
-
-
-def item_local(item: Any, index: int) -> str:
-    return item.name or str(index)
-
-
-def is_op_item(item: Any) -> bool:
-    return not isinstance(item, BlockItem | ScopeItem)
-
-
-def spec_path(graph: Graph) -> str:
-    """The spec's path for the header: `specs/<name>.yaml` for the zoo, never absolute."""
-    path = FsPath(graph.spec_file)
-    try:
-        shown = "specs/" + path.resolve().relative_to(specs_root().resolve()).as_posix()
-    except (ValueError, OSError):
-        shown = path.as_posix() if not path.is_absolute() else path.name
-    if not _SAFE_PATH.match(shown) or len(shown) > 40:
-        shown = path.name if _SAFE_PATH.match(path.name) and len(path.name) <= 40 else "a spec file"
-    return shown
-
-
-def has_share(items: list[Any]) -> bool:
-    for item in items:
-        if getattr(item, "share", None):
-            return True
-        if isinstance(item, ScopeItem) and has_share(item.body):
-            return True
-    return False
-
-
 # ---------------------------------------------------------------------------- forward model
 
 
-@dataclass(frozen=True)
-class Frame:
-    """One instance's view of a body: node-name prefix ("layer1.0.") and expression values."""
-
-    prefix: str
-    env: dict[str, Any]
-
-
 @dataclass(eq=False)
-class Value:
-    """A tensor in forward: produced by a statement (or an input), read by later ones."""
+class Slot:
+    """A plan value as a forward variable: its name and who reads it."""
 
     local: str  # spec name, the base of its variable name
-    chan: Expr | None = None  # symbolic channel count when known
     var: str | None = None
     readers: list[Any] = field(default_factory=list)  # Stmt, Loop or "return"
     fresh: bool = False  # a new tensor no other value aliases (in-place ops may reuse it)
@@ -328,21 +183,20 @@ class Value:
 
 @dataclass(eq=False)
 class Stmt:
-    inputs: list[Value]
-    out: Value
+    inputs: list[Slot]
+    out: Slot
     call: Callable[[Sequence[str]], Code]
     cond: str | None = None  # Optional submodule: run only when it is not None
-    member: tuple[int, str] | None = None  # (container id, key) of the module it calls
     inplace: Callable[[Sequence[str]], str] | None = None  # statement updating inputs[0]
 
 
 @dataclass(eq=False)
 class Loop:
-    pre: Value  # enters the first iteration
-    carry: Value  # the iteration's input
+    pre: Slot  # enters the first iteration
+    carry: Slot  # the iteration's input
     body: list[Any]
-    last: Value  # the iteration's output
-    result: Value  # after the loop
+    last: Slot  # the iteration's output
+    result: Slot  # after the loop
     header: str
 
 
@@ -457,673 +311,251 @@ def loop_element(codes: list[Code], start: int) -> tuple[str, Code] | None:
 # ---------------------------------------------------------------------------- one class
 
 
-class ClassBuilder:
-    """Writes one class (a block type, or the model) from a spec body and its instances."""
+class ClassPrinter:
+    """Writes one class (a block type, or the model) from its plan."""
 
-    def __init__(
-        self,
-        em: ModuleEmitter,
-        name: str,
-        n_instances: int,
-        symbols: dict[str, str],
-        is_model: bool,
-    ) -> None:
-        self.em = em
-        self.graph = em.graph
-        self.name = name
-        self.n = n_instances
-        self.symbols = symbols  # spec name -> Python name, for names that may stay symbolic
-        self.is_model = is_model
+    def __init__(self, module: ModulePrinter, cls: ClassPlan) -> None:
+        self.module = module
+        self.cls = cls
         self.root = Container("self", in_class=True)
-        self.extra: dict[str, list[Any]] = {}  # per-instance constructor arguments (fallback)
-        self.extra_types: dict[str, str] = {}
-        self.params = Namespace(RESERVED | set(symbols.values()))
         self.shared: dict[str, str] = {}
         self.counts: list[tuple[str, str]] = []  # int attributes (loops without modules)
         self.body: list[Any] = []
+        self.slots: dict[int, Slot] = {}
 
-    # ------------------------------------------------------------------ symbolic values
+    def slot(self, value: Value) -> Slot:
+        if id(value) not in self.slots:
+            self.slots[id(value)] = Slot(value.local)
+        return self.slots[id(value)]
 
-    def sym(self, raw: Any) -> Expr | None:
-        found = expression_text(raw)
-        if found is None:
-            return None
-        try:
-            expr = parse(found[0])
-        except ExprError:
-            return None
-        return expr if free_names(expr) <= set(self.symbols) else None
+    def alias(self, value: Value, same: Value) -> None:
+        self.slots[id(value)] = self.slot(same)
 
-    @staticmethod
-    def holds(expr: Expr, values: list[Any], envs: list[dict[str, Any]], fname: str) -> bool:
-        for value, env in zip(values, envs, strict=True):
-            try:
-                got = evaluate(expr, env)
-            except ExprError:
-                return False
-            if not same_value(normalize(fname, got), value):
-                return False
-        return True
+    def located(self, exc: TorchEmitError, path: str) -> SpecError:
+        return locate(self.module.plan.graph, self.module.spec, path, exc, "torch")
 
-    def arg(
-        self,
-        key: str,
-        sym: Expr | None,
-        values: list[Any],
-        frames: list[Frame],
-        fname: str,
-        present: list[int],
-    ) -> Arg:
-        """A field's source: symbolic when it holds everywhere, else a literal, else an argument."""
-        values = [normalize(fname, v) for v in values]
-        envs = [f.env for f in frames]
-        if sym is not None and free_names(sym) and self.holds(sym, values, envs, fname):
-            return Arg(to_python(sym, self.symbols.__getitem__), expr=sym)
-        if all(same_value(v, values[0]) for v in values):
-            value = values[0]
-            return Arg(literal(value), value, Num(value) if type(value) is int else None)
-        if self.is_model:
-            raise TorchEmitError(f"internal: '{key}' varies in the model class")
-        return Arg(self.extra_arg(key, values, present))
-
-    def extra_arg(self, key: str, values: list[Any], present: list[int]) -> str:
-        name = self.params.new(key)
-        per: list[Any] = [None] * self.n
-        for i, v in zip(present, values, strict=True):
-            per[i] = v
-        self.extra[name] = per
-        sample = values[0]
-        self.extra_types[name] = (
-            "bool"
-            if isinstance(sample, bool)
-            else "int"
-            if isinstance(sample, int)
-            else "float"
-            if isinstance(sample, float)
-            else "Any"
-        )
-        return name
-
-    # ------------------------------------------------------------------ bodies
-
-    def walk(
-        self,
-        items: list[Any],
-        frames: list[Frame | None],
-        names: Names[Value],
-        current: Value,
-        container: Container,
-        body: list[Any],
-        modules: bool = False,
-    ) -> Value:
-        for index, item in enumerate(items):
-            local = item_local(item, index)
-            sources = self.inputs_of(item, names, current)
-            live = [i for i, f in enumerate(frames) if f is not None]
-            present = [i for i in live if self.exists(frames[i].prefix + local, item)]  # type: ignore[union-attr]
-            if not present:
-                names.values[local] = sources[0]
-                current = sources[0]
-                continue
-            cond = None
-            if item.when is not None or len(present) != len(live):
-                cond = self.condition(item, local, frames, live, present)
-            sub = [
-                Frame(f.prefix + local, f.env) if f is not None and i in present else None
-                for i, f in enumerate(frames)
-            ]
-            try:
-                if isinstance(item, BlockItem):
-                    out = self.block_item(
-                        item, local, sub, present, sources[0], container, body, cond
-                    )
-                elif isinstance(item, ScopeItem):
-                    out = self.scope_item(
-                        item, local, sub, present, sources[0], names, container, body, cond
-                    )
-                else:
-                    out = self.op_item(
-                        item, local, sub, present, sources, container, body, cond, modules
-                    )
-            except TorchEmitError as exc:  # innermost item first: say where, as spec errors do
-                raise self.em.located(exc, sub[present[0]].prefix) from None  # type: ignore[union-attr]
-            names.values[local] = out
-            current = out
-        return current
-
-    def exists(self, path: str, item: Any) -> bool:
-        return path in self.graph if is_op_item(item) else path in self.em.scopes
-
-    def inputs_of(self, item: Any, names: Names[Value], current: Value) -> list[Value]:
-        refs = item.inputs if item.inputs is not None else [item.input] if item.input else None
-        if refs is None:
-            return [current]
-        out = []
-        for ref in refs:
-            found = current if ref == "prev" else names.lookup(ref)
-            if found is None:
-                raise TorchEmitError(f"internal: unknown item '{ref}' in {self.name}")
-            out.append(found)
-        return out
-
-    def condition(
-        self, item: Any, local: str, frames: list[Frame | None], live: list[int], present: list[int]
-    ) -> str | None:
-        flags = [i in present for i in live]
-        sym = self.sym(item.when) if item.when is not None else None
-        envs = [frames[i].env for i in live]  # type: ignore[union-attr]
-        if sym is not None and free_names(sym) and self.holds(sym, flags, envs, "when"):
-            return to_python(sym, self.symbols.__getitem__)
-        if all(flags):
-            return None
-        return self.extra_arg(f"use_{local}", flags, live)
+    # ------------------------------------------------------------------ statements
 
     def stmt(
         self,
         body: list[Any],
-        inputs: list[Value],
-        out: Value,
+        inputs: list[Slot],
+        out: Slot,
         call: Callable[[Sequence[str]], Code],
         cond: str | None = None,
-        member: tuple[int, str] | None = None,
-    ) -> None:
-        s = Stmt(inputs, out, call, cond, member)
+    ) -> Stmt:
+        s = Stmt(inputs, out, call, cond)
         for v in inputs:
             v.readers.append(s)
         body.append(s)
+        return s
 
     def add_member(
         self,
         container: Container,
-        key: str,
+        step: Step,
         code: Code,
-        cond: str | None,
         body: list[Any],
-        inputs: list[Value],
-        out: Value,
     ) -> None:
-        ref = container.add(key, code, cond)
+        cond = getattr(step, "cond", None)
+        ref = container.add(step.key, code, cond)
+        ins = [self.slot(v) for v in step.inputs]
         self.stmt(
-            body,
-            inputs,
-            out,
-            lambda xs: Call(ref, tuple(xs)),
-            ref if cond else None,
-            (id(container), key),
+            body, ins, self.slot(step.out), lambda xs: Call(ref, tuple(xs)), ref if cond else None
         )
 
-    # ------------------------------------------------------------------ ops
+    def steps(self, steps: list[Step], container: Container, body: list[Any]) -> None:
+        for step in steps:
+            try:
+                self.step(step, container, body)
+            except TorchEmitError as exc:  # innermost item first: say where, as spec errors do
+                raise self.located(exc, step.path) from None
 
-    def raw(self, item: Any, sfield: str) -> Any:
-        value = getattr(item, sfield, None)
-        return self.em.default(item.op, sfield) if value is None else value
+    def step(self, step: Step, container: Container, body: list[Any]) -> None:
+        if isinstance(step, OpStep):
+            self.op(step, container, body)
+        elif isinstance(step, BlockStep):
+            self.add_member(container, step, self.block_code(step), body)
+        elif isinstance(step, GroupStep):
+            if step.chain:
+                self.add_member(container, step, self.member_code(step), body)
+                return
+            inner = Container(container.ref(step.key), in_class=False)
+            self.steps(step.body, inner, body)
+            self.alias(step.out, step.last)
+            if inner.members:
+                container.add(step.key, inner.as_dict())
+        elif step.unrolled is not None:
+            self.add_member(container, step, self.member_code(step), body)
+        else:
+            self.loop(step, container, body)
 
-    def op_item(
-        self,
-        item: Any,
-        local: str,
-        sub: list[Frame | None],
-        present: list[int],
-        sources: list[Value],
-        container: Container,
-        body: list[Any],
-        cond: str | None,
-        modules: bool,
-    ) -> Value:
-        nodes = [self.graph.node(sub[i].prefix) for i in present]  # type: ignore[union-attr]
-        frames = [sub[i] for i in present]
-        op = nodes[0].op
-        fields: dict[str, Arg] = {}
-        for ifield, sfield in SPEC_FIELDS.get(item.op, {}).items():
-            raw = self.raw(item, sfield)
-            if raw is None and ifield == "stride":  # pools: stride defaults to the kernel
-                raw = self.raw(item, "kernel")
-            fields[ifield] = self.arg(
-                f"{local}_{ifield}",
-                self.sym(raw),
-                [getattr(n.op, ifield) for n in nodes],
-                frames,
-                ifield,
-                present,
-            )  # type: ignore[arg-type]
-        for ifield in type(op).model_fields:
-            if ifield not in fields and ifield not in NOT_ARGS:
-                chan = sources[0].chan if ifield == CHANNEL_FIELD.get(op.kind) else None
-                fields[ifield] = self.arg(
-                    f"{local}_{ifield}",
-                    chan,
-                    [getattr(n.op, ifield) for n in nodes],
-                    frames,
-                    ifield,  # type: ignore[arg-type]
-                    present,
-                )
-        pad = (
-            self.pad_plan(item, local, nodes, frames)
-            if "padding" in type(op).model_fields
-            else PadPlan("none")
-        )
-        rank = len(self.graph.node(nodes[0].inputs[0]).shape)
-        printed = PRINTERS[op.kind](op, Args(fields, pad, rank))
-        self.em.needs |= printed.needs
-        out = Value(local, chan=self.out_chan(op, fields, sources, nodes), fresh=op.kind in FRESH)
-        share = getattr(item, "share", None)
-        if share:
+    def printed(self, step: OpStep) -> Printed:
+        printed = PRINTERS[step.op.kind](step.op, step.args)
+        self.module.needs |= printed.needs
+        return printed
+
+    def op(self, step: OpStep, container: Container, body: list[Any]) -> None:
+        printed = self.printed(step)
+        kind = step.op.kind
+        out = self.slot(step.out)
+        out.fresh = kind in FRESH
+        ins = [self.slot(v) for v in step.inputs]
+        if step.share:
             assert printed.module is not None
-            ref = self.shared_member(share, printed.module, nodes, present)
-            self.stmt(body, sources, out, lambda xs: Call(ref, tuple(xs)))
+            if step.share not in self.shared:  # the first use builds the module
+                self.shared[step.share] = self.root.add(step.share, printed.module)
+            ref = self.shared[step.share]
+            self.stmt(body, ins, out, lambda xs: Call(ref, tuple(xs)))
         elif (
             printed.call is None
-            or op.kind in STATEFUL
-            or cond is not None
-            or modules
-            or (op.kind in MODULE_WHEN_NAMED and item.name is not None)
-            or any(a.value is VARIES for a in fields.values())
+            or kind in STATEFUL
+            or step.cond is not None
+            or (kind in MODULE_WHEN_NAMED and step.named)
+            or any(a.value is VARIES for a in step.args.fields.values())
         ):  # forward cannot see __init__'s args
             if printed.module is None:
-                if modules:  # add/concat inside a Sequential candidate: not a chain
-                    self.stmt(body, sources, out, printed.call)  # type: ignore[arg-type]
-                    return out
-                raise TorchEmitError(f"'{local}' in {self.name}: {op.kind} cannot be optional")
-            self.add_member(container, local, printed.module, cond, body, sources, out)
+                raise TorchEmitError(f"'{step.key}' in {self.cls.name}: {kind} cannot be optional")
+            self.add_member(container, step, printed.module, body)
         else:
-            self.stmt(body, sources, out, printed.call)
-            inplace = printed.inplace if len(sources) <= 2 else None
-            body[-1].inplace = inplace
-        return out
+            s = self.stmt(body, ins, out, printed.call)
+            s.inplace = printed.inplace if len(ins) <= 2 else None
 
-    def shared_member(self, group: str, code: Code, nodes: list[Node], present: list[int]) -> str:
-        for node in nodes:
-            scope = ".".join(node.scope)
-            if node.param_name != (f"{scope}.{group}" if scope else group):
-                raise TorchEmitError(
-                    f"shared group '{group}' of {node.name} is bound at "
-                    f"'{node.param_name}', outside the {self.name} class"
-                )
-        # The first use builds the module. Later uses may spell its arguments differently
-        # (`in_channels` vs `width`), but lowering checked that in every instance all uses
-        # have identical ops, so the first use's arguments are right for all of them.
-        if group not in self.shared:
-            self.shared[group] = self.root.add(group, code)
-        return self.shared[group]
-
-    def out_chan(
-        self, op: ir.Op, fields: dict[str, Arg], sources: list[Value], nodes: list[Node]
-    ) -> Expr | None:
-        if isinstance(op, ir.Conv2d):
-            return fields["out_channels"].expr
-        if isinstance(op, ir.Linear):
-            return fields["out_features"].expr
-        if isinstance(op, ir.Concat):
-            parts = [s.chan for s in sources]
-            if any(p is None for p in parts):
-                return None
-            total: Expr = parts[0]  # type: ignore[assignment]
-            for part in parts[1:]:
-                total = Binary("+", total, part)  # type: ignore[arg-type]
-            return total if free_names(total) else Num(evaluate(total, {}))
-        if isinstance(op, ir.Flatten):
-            spatial = {self.graph.node(n.inputs[0]).shape[1:] for n in nodes}
-            chan = sources[0].chan
-            if len(spatial) != 1 or chan is None:
-                return None
-            size = 1
-            for d in next(iter(spatial)):
-                size *= d
-            return chan if size == 1 else Binary("*", chan, Num(size))
-        return sources[0].chan
-
-    def pad_plan(self, item: Any, local: str, nodes: list[Node], frames: list[Frame]) -> PadPlan:
-        ops: list[Any] = [n.op for n in nodes]
-        pads = [o.padding for o in ops]
-        if pads[0].same:
-            geom = {(o.kernel_size, o.stride, getattr(o, "dilation", (1, 1))) for o in ops}
-            return same_plan(geom)
-        sym = self.sym(self.raw(item, "padding")) if item is not None else None
-        if (
-            sym is not None
-            and free_names(sym)
-            and all(p.symmetric for p in pads)
-            and self.holds(sym, [(p.top, p.left) for p in pads], [f.env for f in frames], "padding")
-        ):
-            return PadPlan("symmetric", to_python(sym, self.symbols.__getitem__))
-        if len(set(pads)) != 1:
-            raise TorchEmitError(
-                f"'{local}' in {self.name}: padding differs between instances and is "
-                "not an expression of the block's parameters"
-            )
-        return fixed_plan(pads[0])
-
-    # ------------------------------------------------------------------ blocks
-
-    def block_item(
-        self,
-        item: BlockItem,
-        local: str,
-        sub: list[Frame | None],
-        present: list[int],
-        source: Value,
-        container: Container,
-        body: list[Any],
-        cond: str | None,
-    ) -> Value:
-        if item.repeat is None:
-            code = self.block_ctor(item, local, sub, present, source.chan, first=False)
-        else:
-            children = [self.em.children(sub[i].prefix) for i in present]  # type: ignore[union-attr]
-            if any(len(c) != len(children[0]) for c in children):
-                raise TorchEmitError(
-                    f"stage '{local}' in {self.name} has a different length per "
-                    "instance; the torch emitter needs it fixed"
-                )
-            entries = []
-            chan = source.chan
-            for j, path in enumerate(children[0]):
-                frames: list[Frame | None] = [None] * self.n
-                for i, ch in zip(present, children, strict=True):
-                    frames[i] = Frame(ch[j], sub[i].env)  # type: ignore[union-attr]
-                entries.append(
-                    (
-                        path.rsplit(".", 1)[-1],
-                        self.block_ctor(item, local, frames, present, chan, first=j == 0),
-                    )
-                )
-                chan = None
-            code = sequential(entries)
-        out = Value(local)
-        self.add_member(container, local, code, cond, body, [source], out)
-        return out
-
-    def block_ctor(
-        self,
-        item: BlockItem,
-        local: str,
-        sub: list[Frame | None],
-        present: list[int],
-        in_chan: Expr | None,
-        first: bool,
-    ) -> Code:
-        scopes = [self.em.scopes[sub[i].prefix] for i in present]  # type: ignore[union-attr]
-        btype = scopes[0].block_type
-        if btype is None or any(s.block_type != btype for s in scopes):
-            raise TorchEmitError(
-                f"'{local}' in {self.name} uses a different block type per instance"
-            )
-        cls = self.em.block_class(btype)
-        frames = [sub[i] for i in present]
-        chans = [self.em.block_input_channels(s.path) for s in scopes]
-        args: list[Code | Kw] = [
-            self.arg(
-                f"{local}_in_channels",
-                in_chan,
-                chans,
-                frames,  # type: ignore[arg-type]
-                "in_channels",
-                present,
-            ).src
-        ]
-        for pname in cls.params:
-            raw = (item.first or {}).get(pname) if first else None
-            raw = item.args.get(pname) if raw is None else raw
-            values = [dict(s.args)[pname] for s in scopes]
-            a = self.arg(f"{local}_{pname}", self.sym(raw), values, frames, pname, present)  # type: ignore[arg-type]
-            if (
-                a.value is not VARIES
-                and pname in cls.defaults
-                and same_value(normalize(pname, cls.defaults[pname]), a.value)
-            ):
-                continue
-            args.append(Kw(cls.py[pname], a.src))
-        for key, per_instance in cls.extra.items():
-            values = [per_instance[cls.index[s.path]] for s in scopes]
-            args.append(Kw(key, self.arg(f"{local}_{key}", None, values, frames, key, present).src))  # type: ignore[arg-type]
-        return Call(cls.name, tuple(args))
-
-    # ------------------------------------------------------------------ groups and repeats
-
-    def scope_item(
-        self,
-        item: ScopeItem,
-        local: str,
-        sub: list[Frame | None],
-        present: list[int],
-        source: Value,
-        names: Names[Value],
-        container: Container,
-        body: list[Any],
-        cond: str | None,
-    ) -> Value:
-        if item.repeat is not None:
-            if cond is not None:
-                raise TorchEmitError(
-                    f"conditional repeat '{local}' in {self.name} is not supported"
-                )
-            return self.repeat(item, local, sub, present, source, names, container, body)
-        frames = [Frame(f.prefix + ".", f.env) if f is not None else None for f in sub]
-        chain = self.chain(item.body, frames, source, names)
-        if chain is not None:
-            code, chan = chain
-            out = Value(local, chan=chan)
-            self.add_member(container, local, code, cond, body, [source], out)
-            return out
-        if cond is not None:
-            raise TorchEmitError(
-                f"conditional group '{local}' in {self.name} must be a chain of "
-                "modules (it becomes an Optional nn.Sequential)"
-            )
-        inner = Container(container.ref(local), in_class=False)
-        out = self.walk(item.body, frames, Names[Value]({}, names), source, inner, body)
-        if inner.members:
-            container.add(local, inner.as_dict())
-        return out
-
-    def chain(
-        self, items: list[Any], frames: list[Frame | None], source: Value, names: Names
-    ) -> tuple[Code, Expr | None] | None:
-        """The group as one nn.Sequential when it is a chain of modules, else None."""
-        if has_share(items):
-            return None
-        saved = (
-            dict(self.extra),
-            dict(self.extra_types),
-            set(self.params.used),
-            set(self.em.needs),
+    def member_code(self, step: Step) -> Code:
+        """The step as one module (inside an nn.Sequential): chains only."""
+        if isinstance(step, OpStep):
+            module = self.printed(step).module
+            assert module is not None  # chains hold single-input ops, which all have one
+            return module
+        if isinstance(step, BlockStep):
+            return self.block_code(step)
+        if isinstance(step, GroupStep):
+            return sequential([(s.key, self.member_code(s)) for s in step.body])
+        assert isinstance(step, RepeatStep) and step.unrolled is not None
+        return sequential(
+            [
+                (it.key, sequential([(s.key, self.member_code(s)) for s in it.body]))
+                for it in step.unrolled
+            ]
         )
-        inner = Container("seq", in_class=False)
-        trial: list[Any] = []
-        entry = Value("input", chan=source.chan)
-        out = self.walk(items, frames, Names[Value]({}, names), entry, inner, trial, modules=True)
-        previous = entry
-        ok = bool(trial) and len(inner.members) == len(trial) and out is trial[-1].out
-        for s in trial if ok else []:
-            if (
-                not isinstance(s, Stmt)
-                or s.cond
-                or s.inputs != [previous]
-                or s.member is None
-                or s.member[0] != id(inner)
-            ):
-                ok = False
-                break
-            previous = s.out
-        for v in (entry, *(s.out for s in trial if isinstance(s, Stmt))):
-            v.readers.clear()
-        if not ok:
-            self.extra, self.extra_types = saved[0], saved[1]
-            self.params.used, self.em.needs = saved[2], saved[3]
-            return None
-        return sequential([(m.key, m.code) for m in inner.members]), out.chan
 
-    def carry_channels(
-        self,
-        item: ScopeItem,
-        source: Value,
-        names: Names[Value],
-        frames_at: Callable[[int], list[Frame | None]],
-        iterations: int,
-    ) -> tuple[Expr | None, str]:
-        """Channels entering each iteration of an inline repeat, and the loop variable.
+    def block_code(self, step: BlockStep) -> Code:
+        if step.call is not None:
+            return call_code(step.call)
+        return sequential([(key, call_code(call)) for key, call in step.stage or ()])
 
-        When the body's output channels differ from what enters the first iteration (a VGG
-        stage: `in_channels`, then `width`), the iterations still share one body if the
-        channels are the same from the second on: `(in_channels if i == 0 else width)`.
-        """
-        first = source.chan
-        if first is None or iterations < 2 or has_share(item.body):
-            return first, "_"
-        outer: list[Value] = []
-        table: Names[Value] | None = names
-        while table is not None:
-            outer += [v for v in table.values.values() if isinstance(v, Value)]
-            table = table.parent
-
-        def out_chan(chan: Expr) -> Expr | None:
-            """The body's output channels for input `chan`, from a trial walk undone after."""
-            saved = (dict(self.extra), dict(self.extra_types), set(self.params.used),
-                     set(self.em.needs), [len(v.readers) for v in outer])  # fmt: skip
-            try:
-                value = self.walk(
-                    item.body, frames_at(0), Names[Value]({}, names), Value("prev", chan=chan),
-                    Container("step", in_class=False), [],
-                )  # fmt: skip
-            except TorchEmitError:
-                return None
-            finally:
-                self.extra, self.extra_types, self.params.used, self.em.needs = saved[:4]
-                for v, n in zip(outer, saved[4], strict=True):
-                    del v.readers[n:]
-            return value.chan
-
-        after = out_chan(first)
-        if after is None or to_python(after, str) == to_python(first, str):
-            return first, "_"
-        if out_chan(after) is None or to_python(out_chan(after), str) != to_python(after, str):
-            return first, "_"  # channels keep changing (a dense chain): not one loop body
-        loop_var = self.params.new("i")
-        self.symbols["index"] = loop_var
-        return IfElse(Binary("==", Name("index"), Num(0)), first, after), loop_var
-
-    def repeat(
-        self,
-        item: ScopeItem,
-        local: str,
-        sub: list[Frame | None],
-        present: list[int],
-        source: Value,
-        names: Names[Value],
-        container: Container,
-        body: list[Any],
-    ) -> Value:
-        children = [self.em.children(sub[i].prefix) for i in present]  # type: ignore[union-attr]
-        counts = [len(c) for c in children]
-        iterations = max(counts)
-
-        def frames_at(j: int) -> list[Frame | None]:
-            frames: list[Frame | None] = [None] * self.n
-            for i, ch in zip(present, children, strict=True):
-                if j < len(ch):
-                    frames[i] = Frame(ch[j] + ".", {**sub[i].env, "index": j})  # type: ignore[union-attr]
-            return frames
-
-        if all(c == counts[0] for c in counts):  # nn.Sequential of nn.Sequential when all chain
-            entries = []
-            chan = source.chan
-            for j in range(iterations):
-                found = self.chain(item.body, frames_at(j), Value("input", chan=chan), names)
-                if found is None:
-                    break
-                entries.append((children[0][j].rsplit(".", 1)[-1], found[0]))
-                chan = found[1]
-            else:
-                out = Value(local, chan=chan)
-                self.add_member(container, local, sequential(entries), None, body, [source], out)
-                return out
-        count = self.arg(
-            f"{local}_count",
-            self.sym(item.repeat),
-            counts,
-            [sub[i] for i in present],
-            "count",
-            present,
-        )  # type: ignore[misc]
-        carry_chan, loop_var = self.carry_channels(item, source, names, frames_at, iterations)
-        step = Container("step", in_class=False)
-        carry = Value("prev", chan=carry_chan)
+    def loop(self, step: RepeatStep, container: Container, body: list[Any]) -> None:
+        loop = step.loop
+        assert loop is not None
+        inner = Container("step", in_class=False)
         loop_body: list[Any] = []
-        try:
-            last = self.walk(
-                item.body, frames_at(0), Names[Value]({}, names), carry, step, loop_body
-            )
-            for j in range(1, iterations):
-                other = Container("step", in_class=False)
-                self.walk(
-                    item.body,
-                    frames_at(j),
-                    Names[Value]({}, names),
-                    Value("prev", chan=carry_chan),
-                    other,
-                    [],
-                )
-                if [(m.key, flat(m.code)) for m in other.members] != [
-                    (m.key, flat(m.code)) for m in step.members
-                ]:
-                    raise TorchEmitError(
-                        f"iterations of '{local}' in {self.name} differ; the torch "
-                        "emitter writes an inline repeat as one loop body"
-                    )
-        finally:
-            self.symbols.pop("index", None)
-        if step.members:
-            element = step.as_dict()
-            if item.prefix == "" and item.start == 0:
-                clause = f"for {loop_var} in range({count.src})"
+        self.steps(loop.body, inner, loop_body)
+        if inner.members:
+            element = inner.as_dict()
+            if loop.prefix == "" and loop.start == 0:
+                clause = f"for {loop.var} in range({loop.count.src})"
                 code: Code = Call("nn.ModuleList", (Comp(element, clause),))
                 header = "for step in {}:"
             else:
-                start = f" + {item.start}" if item.start else ""
-                key = f'f"{item.prefix}{{i{start}}}"'
+                start = f" + {loop.start}" if loop.start else ""
+                key = f'f"{loop.prefix}{{i{start}}}"'
                 code = Call(
                     "nn.ModuleDict",
-                    (Comp(Entry(key, element), f"for i in range({count.src})", "{}"),),
+                    (Comp(Entry(key, element), f"for i in range({loop.count.src})", "{}"),),
                 )
                 header = "for step in {}.values():"
-            header = header.format(container.add(local, code))
+            header = header.format(container.add(step.key, code))
         else:
-            attr = f"num_{local}"
-            self.counts.append((attr, count.src))
+            attr = f"num_{step.key}"
+            self.counts.append((attr, loop.count.src))
             header = f"for _ in range(self.{attr}):"
-        result = Value(local, chan=last.chan)
-        loop = Loop(source, carry, loop_body, last, result, header)
-        source.readers.append(loop)
-        body.append(loop)
-        return result
+        source = self.slot(step.input)
+        result = self.slot(step.out)
+        node = Loop(source, self.slot(loop.carry), loop_body, self.slot(loop.last), result, header)
+        source.readers.append(node)
+        body.append(node)
+
+    # ------------------------------------------------------------------ the class
+
+    def forward(self) -> list[str]:
+        for value in self.cls.inputs:
+            self.slot(value).var = value.local
+        self.steps(self.cls.body, self.root, self.body)
+        outputs = [self.slot(v) for v in self.cls.outputs]
+        for v in outputs:
+            v.readers.append("return")
+        assign_vars(self.body, Namespace(RESERVED | {v.var for v in outputs if v.var}))
+        lines = emit_body(self.body)
+        if len(outputs) == 1:
+            return [*lines, f"return {outputs[0].var}"]
+        return lines + layout("return ", Call("", tuple(str(v.var) for v in outputs)))
+
+    def block_source(self) -> str:
+        cls = self.cls
+        forward = self.forward()
+        sig: list[str] = ["self", "in_channels: int"]
+        for p in [p for p in cls.params if p.default is REQUIRED]:
+            sig.append(f"{p.py}: {PY_TYPES[p.type]}")
+        sig += [f"{e.py}: {e.type}" for e in cls.extra]
+        for p in [p for p in cls.params if p.default is not REQUIRED]:
+            sig.append(f"{p.py}: {PY_TYPES[p.type]} = {literal(p.default)}")
+        if any(p.type in ("ints", "floats") for p in cls.params):
+            self.module.needs.add("sequence")
+        return render_class(
+            cls.name,
+            doc=docstring(cls.doc, 4),
+            signature=layout("def ", Call("__init__", tuple(sig)), " -> None:", base=4),
+            init=self.init_section(),
+            forward_signature=["def forward(self, x: torch.Tensor) -> torch.Tensor:"],
+            forward=forward,
+        )
+
+    def model_source(self) -> str:
+        cls = self.cls
+        forward = self.forward()
+        init = self.init_section()
+        init_weights = self.module.init_weights()
+        if init_weights:
+            init.append("self._init_weights()")
+        sig = ["self", *[f"{p.py}: {PY_TYPES[p.type]} = {literal(p.default)}" for p in cls.params]]
+        args = [f"{v.local}: torch.Tensor" for v in cls.inputs]
+        ret = "torch.Tensor" if len(cls.outputs) == 1 else "tuple[torch.Tensor, ...]"
+        methods = [["def _init_weights(self) -> None:", *["    " + s for s in init_weights]]]
+        return render_class(
+            cls.name,
+            doc=[],
+            signature=layout("def ", Call("__init__", tuple(sig)), " -> None:", base=4),
+            init=init,
+            forward_signature=layout(
+                "def ", Call("forward", ("self", *args)), f" -> {ret}:", base=4
+            ),
+            forward=forward,
+            methods=methods if init_weights else [],
+        )
+
+    def init_section(self) -> list[str]:
+        lines = ["super().__init__()"]
+        for m in self.root.members:
+            if m.key.isidentifier():
+                target, close = f"self.{m.key} = ", ""
+            else:
+                target, close = f"self.add_module({py_str(m.key)}, ", ")"
+            if m.cond is None:
+                lines += layout(target, m.code, close, base=8)
+                continue
+            one = layout(target, m.code, f" if {m.cond} else None{close}", base=8)
+            if len(one) == 1:
+                lines += one
+            else:
+                lines.append(f"{target}None{close}")
+                lines += layout("if ", m.cond, ":", base=8)
+                lines += layout(target, m.code, close, 4, base=8)
+        lines += [f"self.{attr} = {src}" for attr, src in self.counts]
+        return lines
 
 
-def same_plan(geom: set[tuple[Any, Any, Any]]) -> PadPlan:
-    """TF 'same' padding: static (free) where it is the same for every input size."""
-    if len(geom) != 1:
-        return PadPlan("same")
-    ((k, s, d),) = geom
-    sides = []
-    for axis in (0, 1):
-        span = (k[axis] - 1) * d[axis] + 1
-        if span == 1:
-            sides.append((0, 0))
-        elif s[axis] == 1:
-            sides.append(((span - 1) // 2, span - 1 - (span - 1) // 2))
-        else:
-            return PadPlan("same")
-    (top, bottom), (left, right) = sides
-    if top == bottom and left == right:
-        return PadPlan("none") if top == left == 0 else PadPlan("symmetric", pair_src((top, left)))
-    return PadPlan("sides", sides=(left, right, top, bottom))
-
-
-def fixed_plan(p: ir.Padding) -> PadPlan:
-    if p.is_zero:
-        return PadPlan("none")
-    if p.symmetric:
-        return PadPlan("symmetric", pair_src((p.top, p.left)))
-    return PadPlan("sides", sides=(p.left, p.right, p.top, p.bottom))
+def call_code(call: BlockCall) -> Code:
+    return Call(call.block, tuple(a.src if k is None else Kw(k, a.src) for k, a in call.args))
 
 
 # ---------------------------------------------------------------------------- forward source
@@ -1192,194 +624,24 @@ def emit_body(body: list[Any], base: int = 8) -> list[str]:
     return lines
 
 
-def init_section(builder: ClassBuilder) -> list[str]:
-    lines = ["super().__init__()"]
-    for m in builder.root.members:
-        if m.key.isidentifier():
-            target, close = f"self.{m.key} = ", ""
-        else:
-            target, close = f"self.add_module({py_str(m.key)}, ", ")"
-        if m.cond is None:
-            lines += layout(target, m.code, close, base=8)
-            continue
-        one = layout(target, m.code, f" if {m.cond} else None{close}", base=8)
-        if len(one) == 1:
-            lines += one
-        else:
-            lines.append(f"{target}None{close}")
-            lines += layout("if ", m.cond, ":", base=8)
-            lines += layout(target, m.code, close, 4, base=8)
-    lines += [f"self.{attr} = {src}" for attr, src in builder.counts]
-    return lines
-
-
 # ---------------------------------------------------------------------------- the file
 
 
 @dataclass
-class BlockClass:
-    name: str
-    params: list[str]  # spec parameter names, declaration order
-    py: dict[str, str]  # spec name -> Python name
-    defaults: dict[str, Any]
-    index: dict[str, int]  # instance path -> position
-    extra: dict[str, list[Any]]
-    lines: str  # the class source
-
-
-@dataclass
-class ModuleEmitter:
+class ModulePrinter:
     spec: ResolvedSpec
-    graph: Graph
+    plan: ModulePlan
     needs: set[str] = field(default_factory=set)
-    classes: dict[str, BlockClass] = field(default_factory=dict)
-    building: set[str] = field(default_factory=set)
 
-    def __post_init__(self) -> None:
-        self.scopes = {s.path: s for s in self.graph.scopes}
-        self.within: dict[str, list[Node]] = {}
-        for node in self.graph.nodes:
-            parts = node.name.split(".")
-            for i in range(1, len(parts)):
-                self.within.setdefault(".".join(parts[:i]), []).append(node)
-        self.kids: dict[str, list[str]] = {}
-        for path in self.scopes:
-            if "." in path:
-                self.kids.setdefault(path.rsplit(".", 1)[0], []).append(path)
-
-    # ------------------------------------------------------------------ graph queries
-
-    def children(self, path: str) -> list[str]:
-        return self.kids.get(path, [])
-
-    def block_input_channels(self, path: str) -> int:
-        nodes = self.within.get(path, [])
-        inside = {n.name for n in nodes}
-        for node in nodes:
-            for src in node.inputs:
-                if src not in inside:
-                    return self.graph.node(src).shape[0]
-        raise TorchEmitError(f"block instance '{path}' has no ops (every item is absent)")
-
-    def located(self, exc: TorchEmitError, path: str) -> SpecError:
-        """The emitter's complaint about the item at `path`, at that item's spec position."""
-        ref = self.graph.node(path).source if path in self.graph else None
-        if ref is None and path in self.scopes:
-            ref = self.scopes[path].source
-        if ref is None or ref.file not in self.spec.sources:
-            return SpecError(f"torch backend: {exc}", file=self.spec.file)
-        source = self.spec.sources[ref.file]
-        return source.error(ref.path, f"the torch backend cannot generate this: {exc}")
-
-    def default(self, op: str, sfield: str) -> Any:
-        found = field_default(self.spec, op, sfield)
-        return found.value if isinstance(found, Located) else found
-
-    # ------------------------------------------------------------------ classes
-
-    def block_class(self, btype: str) -> BlockClass:
-        if btype in self.classes:
-            return self.classes[btype]
-        if btype in self.building:
-            raise TorchEmitError(f"block {btype} uses itself")
-        self.building.add(btype)
-        bdef = self.spec.blocks[btype].value
-        paths = [s.path for s in self.graph.scopes if s.kind == "block" and s.block_type == btype]
-        names = Namespace(RESERVED)
-        py = {p: names.new(p) for p in bdef.params}
-        defaults = {p: d.default for p, d in bdef.params.items() if d.default is not None}
-        for p, d in bdef.params.items():
-            if d.type == "float" and type(defaults.get(p)) is int:
-                defaults[p] = float(defaults[p])
-        frames: list[Frame | None] = []
-        for path in paths:
-            env = {**dict(self.scopes[path].args), "in_channels": self.block_input_channels(path)}
-            frames.append(Frame(path + ".", env))
-        builder = ClassBuilder(self, btype, len(paths), {**py, "in_channels": "in_channels"}, False)
-        x = Value("x", chan=parse("in_channels"), var="x")
-        table = Names({"input": x})
-        out = builder.walk(bdef.body, frames, table, x, builder.root, builder.body)
-        if bdef.output is not None:
-            out = table.lookup(bdef.output) or out
-        forward = forward_section(builder, [out])
-        sig: list[str] = ["self", "in_channels: int"]
-        required = [
-            f"{py[p]}: {PY_TYPES[d.type]}" for p, d in bdef.params.items() if p not in defaults
-        ]
-        required += [f"{k}: {builder.extra_types[k]}" for k in builder.extra]
-        optional = [
-            f"{py[p]}: {PY_TYPES[d.type]} = {literal(defaults[p])}"
-            for p, d in bdef.params.items()
-            if p in defaults
-        ]
-        sig += required + optional
-        if any(d.type in ("ints", "floats") for d in bdef.params.values()):
-            self.needs.add("sequence")
-        lines = render_class(
-            btype,
-            doc=docstring(bdef.doc, 4),
-            signature=layout("def ", Call("__init__", tuple(sig)), " -> None:", base=4),
-            init=init_section(builder),
-            forward_signature=["def forward(self, x: torch.Tensor) -> torch.Tensor:"],
-            forward=forward,
-        )
-        cls = BlockClass(
-            btype,
-            list(bdef.params),
-            py,
-            defaults,
-            {p: i for i, p in enumerate(paths)},
-            builder.extra,
-            lines,
-        )
-        self.classes[btype] = cls
-        self.building.discard(btype)
-        return cls
-
-    def model_class(self, cls_name: str, exposed: dict[str, str]) -> str:
-        graph, spec = self.graph, self.spec
-        assert spec.body is not None
-        params = dict(graph.params)
-        env = {**params, "in_channels": graph.node(graph.inputs[0]).shape[0]}
-        builder = ClassBuilder(self, cls_name, 1, exposed, True)
-        inputs = [Value(n, chan=Num(graph.node(n).shape[0]), var=n) for n in graph.inputs]
-        table = Names({v.local: v for v in inputs})
-        table.values["input"] = inputs[0]
-        out = builder.walk(
-            spec.body.value, [Frame("", env)], table, inputs[0], builder.root, builder.body
-        )
-        outputs = [table.lookup(o) or out for o in spec.outputs.value] if spec.outputs else [out]
-        forward = forward_section(builder, outputs)
-        init = init_section(builder)
-        init_weights = self.init_weights()
-        if init_weights:
-            init.append("self._init_weights()")
-        sig = [
-            "self",
-            *[
-                f"{py}: {PY_TYPES[spec.params[p].value.type]} = {literal(params[p])}"
-                for p, py in exposed.items()
-            ],
-        ]
-        args = ", ".join(f"{n}: torch.Tensor" for n in graph.inputs)
-        ret = "torch.Tensor" if len(outputs) == 1 else "tuple[torch.Tensor, ...]"
-        methods = [["def _init_weights(self) -> None:", *["    " + s for s in init_weights]]]
-        return render_class(
-            cls_name,
-            doc=[],
-            signature=layout("def ", Call("__init__", tuple(sig)), " -> None:", base=4),
-            init=init,
-            forward_signature=layout(
-                "def ", Call("forward", ("self", *args.split(", "))), f" -> {ret}:", base=4
-            ),
-            forward=forward,
-            methods=methods if init_weights else [],
-        )
+    def class_sources(self) -> tuple[list[str], str]:
+        """Block classes, in order of first use, and the model class."""
+        blocks = [ClassPrinter(self, c).block_source() for c in self.plan.blocks.values()]
+        return blocks, ClassPrinter(self, self.plan.model).model_source()
 
     def init_weights(self) -> list[str]:
         """Body of `_init_weights`: the IR's initializers, per module type when uniform."""
         groups: dict[str, dict[tuple[ir.Init, ir.Init | None], list[str]]] = {}
-        for name, node in param_sets(self.graph).items():
+        for name, node in param_sets(self.plan.graph).items():
             op = node.op
             if isinstance(op, ir.Conv2d | ir.Linear):
                 kind = "nn.Conv2d" if isinstance(op, ir.Conv2d) else "nn.Linear"
@@ -1413,19 +675,6 @@ class ModuleEmitter:
         return lines + by_name
 
 
-def forward_section(builder: ClassBuilder, outputs: list[Value]) -> list[str]:
-    for v in outputs:
-        v.readers.append("return")
-    assign_vars(builder.body, Namespace(RESERVED | {v.var for v in outputs if v.var}))
-    lines = emit_body(builder.body)
-    if len(outputs) == 1:
-        return [*lines, f"return {outputs[0].var}"]
-    return lines + layout("return ", Call("", tuple(str(v.var) for v in outputs)))
-
-
-# ---------------------------------------------------------------------------- entry point
-
-
 def render_class(name: str, **parts: Any) -> str:
     parts.setdefault("methods", [])
     return templates().get_template("block.py.j2").render(name=name, **parts).rstrip() + "\n"
@@ -1443,14 +692,9 @@ def templates() -> jinja2.Environment:
 
 def exposed_params(spec: ResolvedSpec, graph: Graph) -> dict[str, str]:
     """Spec parameters the model class can take: the source is the same whatever their value."""
-    candidates = [
-        p
-        for p in sorted(top_level_names(spec.body.value if spec.body else []))
-        if p in spec.params and spec.params[p].value.type in ("int", "float", "bool")
-    ]
     params = dict(graph.params)
     names = Namespace(RESERVED)
-    chosen = {p: names.new(p) for p in candidates}
+    chosen = {p: names.new(p) for p in candidates(spec)}
     while chosen:
         base = class_sources(spec, graph, chosen)
         dropped = False
@@ -1467,7 +711,7 @@ def exposed_params(spec: ResolvedSpec, graph: Graph) -> dict[str, str]:
                     input_size=input_size(graph),
                 )
                 same = class_sources(spec, graph2, chosen) == base
-            except (SpecError, TorchEmitError):  # the other value does not lower: keep it fixed
+            except (SpecError, BackendError):  # the other value does not lower: keep it fixed
                 same = False
             if not same:
                 del chosen[p]
@@ -1493,58 +737,42 @@ def perturbed(spec: ResolvedSpec, name: str, value: Any) -> Any:
     return next((v for v in options if v != value and check_value(decl, v) is None), None)
 
 
-def top_level_names(items: list[Any]) -> set[str]:
-    """Free names in the expressions of the top level's own ops (not inside blocks)."""
-    found: set[str] = set()
-    for item in items:
-        if isinstance(item, ScopeItem):
-            found |= top_level_names(item.body)
-        elif is_op_item(item):
-            for value in item.model_dump().values():
-                text = expression_text(value)
-                if text is not None:  # the spec layer parsed it already
-                    found |= free_names(parse(text[0]))
-    return found
-
-
 def class_sources(spec: ResolvedSpec, graph: Graph, exposed: dict[str, str]) -> tuple[str, ...]:
-    em = ModuleEmitter(spec, graph)
-    model = em.model_class("Model", exposed).splitlines()
+    plan = build_plan(spec, graph, RESERVED, exposed)
+    plan.model.name = "Model"
+    blocks, model_src = ModulePrinter(spec, plan).class_sources()
+    model = model_src.splitlines()
     model = [line for line in model if not line.lstrip().startswith(("def __init__", "self,"))]
-    return (*(c.lines for c in em.classes.values()), *model)
+    return (*blocks, *model)
 
 
 def emit_source(spec: ResolvedSpec, graph: Graph) -> str:
-    module = graph.name
-    if not module.isidentifier() or module in RESERVED:
-        raise TorchEmitError(f"spec name '{module}' is not usable as a Python function name")
-    exposed = exposed_params(spec, graph)
-    em = ModuleEmitter(spec, graph)
-    cls_name = class_name(module)
-    while cls_name in spec.blocks or cls_name in RESERVED:
-        cls_name += "Model"
-    model = em.model_class(cls_name, exposed)
-    factory_sig = tuple(
-        f"{py}: {PY_TYPES[spec.params[p].value.type]} = {literal(dict(graph.params)[p])}"
-        for p, py in exposed.items()
-    )
-    factory = layout("def ", Call(module, factory_sig), f" -> {cls_name}:")
+    plan = build_plan(spec, graph, RESERVED, exposed_params(spec, graph))
+    return module_source(spec, plan)
+
+
+def module_source(spec: ResolvedSpec, plan: ModulePlan) -> str:
+    graph, module, model = plan.graph, plan.name, plan.model
+    printer = ModulePrinter(spec, plan)
+    blocks, model_src = printer.class_sources()
+    factory_sig = tuple(f"{p.py}: {PY_TYPES[p.type]} = {literal(p.default)}" for p in model.params)
+    factory = layout("def ", Call(module, factory_sig), f" -> {model.name}:")
     factory += ["    " + line for line in docstring(graph.description or f"The {module} model.", 4)]
     factory += [
         "    " + line
         for line in layout(
-            "return ", Call(cls_name, tuple(Kw(py, py) for py in exposed.values())), base=4
+            "return ", Call(model.name, tuple(Kw(p.py, p.py) for p in model.params)), base=4
         )
     ]
     helpers = templates().get_template("helpers.py.j2").module
-    needs = set(em.needs)
+    needs = set(printer.needs)
     if needs & {"padded_conv2d", "PaddedMaxPool2d", "PaddedAvgPool2d"}:
         needs.add("same_sides")
     sections = [str(getattr(helpers, name)()).rstrip() for name in HELPERS if name in needs]
-    sections += [c.lines.rstrip() for c in em.classes.values()]
-    sections += [model.rstrip(), "\n".join(factory)]
+    sections += [c.rstrip() for c in blocks]
+    sections += [model_src.rstrip(), "\n".join(factory)]
     body = "\n".join(sections)
-    header = f"Generated by archspec {archspec.__version__} from {spec_path(graph)}."
+    header = f"Generated by archspec {archspec.__version__} from {spec_path(graph.spec_file)}."
     tail = "Do not edit: run `archspec gen`."
     return (
         templates()

@@ -3,14 +3,10 @@
 A printer returns the op's module form (`nn.Conv2d(64, 64, kernel_size=3, bias=False)`),
 its functional form (`F.relu(x)`) or both; the emitter picks one by context (ops with
 parameters are always modules, stateless ops are modules inside `nn.Sequential`). Field
-values arrive as `Arg`s: Python source (a literal, or a symbolic expression such as
-`planes * expansion` inside a block class) plus the constant value when it is the same
-in every instance. Every IR kind has a printer (tests check `PRINTERS` against
-`archspec.ir.OP_KINDS`).
-
-`Call`/`Kw` and `layout()` lay source out the way `ruff format` does: one line when it
-fits, else the arguments hugged on one indented line, else one per line with a trailing
-comma.
+values arrive as the module plan's `Arg`s (`archspec.codegen.plan`): Python source (a
+literal, or a symbolic expression such as `planes * expansion` inside a block class) plus
+the constant value when it is the same in every instance. Every IR kind has a printer
+(tests check `PRINTERS` against `archspec.ir.OP_KINDS`).
 """
 
 from __future__ import annotations
@@ -20,148 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from archspec import ir
-
-WIDTH = 100
-
-# ---------------------------------------------------------------------------- source layout
-
-
-@dataclass(frozen=True)
-class Kw:
-    name: str
-    value: Code
-
-
-@dataclass(frozen=True)
-class Entry:
-    """`key: value` inside a dict literal."""
-
-    key: str
-    value: Code
-
-
-@dataclass(frozen=True)
-class Starred:
-    """`*value` as a call argument (unpacking a comprehension)."""
-
-    value: Comp
-
-
-@dataclass(frozen=True)
-class Comp:
-    """A comprehension: `[element for _ in range(n)]` (or `{k: v for ...}` with brackets "{}")."""
-
-    element: Code | Entry
-    clause: str
-    brackets: str = "[]"
-
-
-@dataclass(frozen=True)
-class Call:
-    """`func(args)`; with func "" and brackets "[]"/"()" it is a list or tuple literal."""
-
-    func: str
-    args: tuple[Code | Kw | Entry | Starred, ...] = ()
-    brackets: str = "()"
-
-
-Code = str | Call | Comp
-
-
-def flat(code: Code | Kw | Entry | Starred) -> str:
-    if isinstance(code, Starred):
-        return "*" + flat(code.value)
-    if isinstance(code, Kw):
-        return f"{code.name}={flat(code.value)}"
-    if isinstance(code, Entry):
-        return f"{code.key}: {flat(code.value)}"
-    if isinstance(code, str):
-        return code
-    if isinstance(code, Comp):
-        return f"{code.brackets[0]}{flat(code.element)} {code.clause}{code.brackets[1]}"
-    inner = ", ".join(flat(a) for a in code.args)
-    if code.brackets == "()" and not code.func and len(code.args) == 1:
-        inner += ","
-    return f"{code.func}{code.brackets[0]}{inner}{code.brackets[1]}"
-
-
-def layout(prefix: str, code: Code, suffix: str = "", indent: int = 0, base: int = 0) -> list[str]:
-    """Lines (with `indent` spaces) of `prefix + code + suffix`, split like `ruff format`.
-
-    `base` is extra indentation the caller adds to every line afterwards.
-    """
-    if base:
-        return [line[base:] for line in layout(prefix, code, suffix, indent + base)]
-    pad = " " * indent
-    one = pad + prefix + flat(code) + suffix
-    if isinstance(code, Comp) and len(one) > WIDTH:
-        inner = code.element
-        element = (
-            layout(f"{inner.key}: ", inner.value, "", indent + 4)
-            if isinstance(inner, Entry)
-            else layout("", inner, "", indent + 4)
-        )
-        clause = " " * (indent + 4) + code.clause
-        return [pad + prefix + code.brackets[0], *element, clause, pad + code.brackets[1] + suffix]
-    if len(one) <= WIDTH or not isinstance(code, Call) or not code.args:
-        return [one]
-    head = pad + prefix + code.func + code.brackets[0]
-    tail = pad + code.brackets[1] + suffix
-    hugged = " " * (indent + 4) + ", ".join(flat(a) for a in code.args)
-    if len(hugged) <= WIDTH and code.func:  # calls and defs hug; literals go one per line
-        return [head, hugged, tail]
-    lines = [head]
-    for arg in code.args:
-        if isinstance(arg, Kw):
-            lines += layout(arg.name + "=", arg.value, ",", indent + 4)
-        elif isinstance(arg, Entry):
-            lines += layout(arg.key + ": ", arg.value, ",", indent + 4)
-        elif isinstance(arg, Starred):
-            lines += layout("*", arg.value, ",", indent + 4)
-        else:
-            lines += layout("", arg, ",", indent + 4)
-    return [*lines, tail]
-
-
-# ---------------------------------------------------------------------------- printer inputs
-
-VARIES = object()  # Arg.value when instances of a block class differ in the field
-
-
-@dataclass(frozen=True)
-class Arg:
-    """A field's source; `value` is set when it is a literal, `expr` when it is symbolic."""
-
-    src: str
-    value: Any = VARIES
-    expr: Any = None  # archspec.expr.Expr of the symbolic source (channel tracking)
-
-
-@dataclass(frozen=True)
-class PadPlan:
-    """How a conv/pool pads: none, symmetric (`padding=`), fixed sides, or TF 'same' at run time."""
-
-    kind: str  # "none" | "symmetric" | "sides" | "same"
-    src: str = "0"  # the `padding=` argument when symmetric
-    sides: tuple[int, int, int, int] = (0, 0, 0, 0)  # (left, right, top, bottom) for F.pad
-
-
-@dataclass(frozen=True)
-class Args:
-    fields: dict[str, Arg]
-    pad: PadPlan = PadPlan("none")
-    rank: int = 3  # rank of the input without batch (BatchNorm1d vs 2d)
-
-    def __getitem__(self, name: str) -> str:
-        return self.fields[name].src
-
-    def const(self, name: str) -> Any:
-        return self.fields[name].value
-
-    def kw(self, name: str, field: str, default: Any) -> list[Kw]:
-        """`name=src`, left out when the field is the constant `default`."""
-        arg = self.fields[field]
-        return [] if arg.value is not VARIES and arg.value == default else [Kw(name, arg.src)]
+from archspec.codegen.layout import Call, Code, Kw, flat
+from archspec.codegen.plan import Args
 
 
 @dataclass(frozen=True)
@@ -188,12 +44,15 @@ def printer(kind: str) -> Callable[[Printer], Printer]:
     return register
 
 
-def pair_src(value: tuple[int, int]) -> str:
-    return str(value[0]) if value[0] == value[1] else f"({value[0]}, {value[1]})"
+def kw(a: Args, name: str, field: str, default: Any) -> list[Kw]:
+    """`name=src`, left out when the field is the constant `default`."""
+    return [Kw(name, a[field])] if a.differs(field, default) else []
 
 
 def sides_src(sides: tuple[int, int, int, int]) -> str:
-    return "(" + ", ".join(str(s) for s in sides) + ")"
+    """F.pad's order, (left, right, top, bottom), from the plan's (top, bottom, left, right)."""
+    top, bottom, left, right = sides
+    return f"({left}, {right}, {top}, {bottom})"
 
 
 # ---------------------------------------------------------------------------- printers
@@ -211,14 +70,14 @@ def _conv2d(op: ir.Op, a: Args) -> Printed:
         a["out_channels"],
         Kw("kernel_size", a["kernel_size"]),
     ]
-    args += a.kw("stride", "stride", (1, 1))
+    args += kw(a, "stride", "stride", (1, 1))
     cls, needs = "nn.Conv2d", frozenset()
     if a.pad.kind == "symmetric":
         args.append(Kw("padding", a.pad.src))
     elif a.pad.kind in ("same", "sides"):
         cls, needs = "PaddedConv2d", frozenset({"padded_conv2d"})
-    args += a.kw("dilation", "dilation", (1, 1)) + a.kw("groups", "groups", 1)
-    args += a.kw("bias", "bias", True)
+    args += kw(a, "dilation", "dilation", (1, 1)) + kw(a, "groups", "groups", 1)
+    args += kw(a, "bias", "bias", True)
     if a.pad.kind == "sides":
         args.append(Kw("pad", sides_src(a.pad.sides)))
     return Printed(Call(cls, tuple(args)), None, needs)
@@ -226,7 +85,7 @@ def _conv2d(op: ir.Op, a: Args) -> Printed:
 
 @printer("linear")
 def _linear(op: ir.Op, a: Args) -> Printed:
-    args: list[Code | Kw] = [a["in_features"], a["out_features"], *a.kw("bias", "bias", True)]
+    args: list[Code | Kw] = [a["in_features"], a["out_features"], *kw(a, "bias", "bias", True)]
     return Printed(Call("nn.Linear", tuple(args)), None)
 
 
@@ -234,7 +93,7 @@ def _linear(op: ir.Op, a: Args) -> Printed:
 def _batch_norm(op: ir.Op, a: Args) -> Printed:
     cls = "nn.BatchNorm2d" if a.rank == 3 else "nn.BatchNorm1d"
     args: list[Code | Kw] = [a["num_features"], Kw("eps", a["eps"]), Kw("momentum", a["momentum"])]
-    args += a.kw("affine", "affine", True)
+    args += kw(a, "affine", "affine", True)
     return Printed(Call(cls, tuple(args)), None)
 
 
@@ -363,7 +222,7 @@ def _concat(op: ir.Op, a: Args) -> Printed:
 def _pad2d(op: ir.Op, a: Args) -> Printed:
     assert isinstance(op, ir.Pad2d)
     p = op.padding
-    sides = (p.left, p.right, p.top, p.bottom)
+    sides = (p.top, p.bottom, p.left, p.right)
     value = a["value"]
     if a.const("value") == 0.0:
         module = Call("nn.ZeroPad2d", (str(p.top) if len(set(sides)) == 1 else sides_src(sides),))
@@ -378,15 +237,7 @@ def _pad2d(op: ir.Op, a: Args) -> Printed:
     )
 
 
-# ---------------------------------------------------------------------------- literals and init
-
-
-def py_str(text: str) -> str:
-    """A double-quoted Python string literal (what `ruff format` prefers) for any text."""
-    body = repr(text)[1:-1]
-    if repr(text).startswith("'"):
-        body = body.replace("\\'", "'").replace('"', '\\"')
-    return f'"{body}"'
+# ---------------------------------------------------------------------------- initializers
 
 
 def init_call(init: ir.Init, target: str) -> tuple[str | None, frozenset[str]]:

@@ -1,6 +1,6 @@
 """The Graph IR: typed, frozen ops joined by a discriminated union, in canonical NCHW.
 
-Layout conventions every backend translates from (DESIGN.md, "semantic contract"):
+Layout conventions every backend translates from (docs/design.md, "semantic contract"):
 - activations are (N, C, H, W), or (N, F) after flatten/global pooling without keepdims;
   shapes stored on nodes omit the batch dimension;
 - conv weights are OIHW (groups folded into I), dense weights are [out, in];

@@ -1,4 +1,4 @@
-"""CLI and code-generation speed against DESIGN.md's targets, measured end to end.
+"""CLI and code-generation speed against docs/design.md's targets, measured end to end.
 
 Each command runs as a fresh process (what a user waits for), N times; the median is
 compared with its target:

@@ -1,5 +1,5 @@
-"""The built-in zoo: exact parameter counts (DESIGN.md's table, or an independent formula
-written from the seed code) and output shapes at 224 and at an odd input size."""
+"""The built-in zoo: exact parameter counts (the reference libraries' counts, or an independent
+formula written from the seed code) and output shapes at 224 and at an odd input size."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from archspec.analysis import totals
 from archspec.lower import lower
 from archspec.registry import load, zoo_names
 
-# DESIGN.md's zoo table (torchvision / keras.applications reference counts).
+# Reference counts of torchvision / keras.applications (the README's zoo table).
 REFERENCE_TRAINABLE = {
     "resnet18": 11_689_512,
     "resnet34": 21_797_672,

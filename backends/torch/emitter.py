@@ -28,6 +28,8 @@ import archspec
 from archspec import ir
 from archspec.analysis import param_sets
 from archspec.backend import Artifact, BackendError
+from archspec.codegen.build import build_plan, locate
+from archspec.codegen.forward import Loop, Slot, Stmt, assign_vars
 from archspec.codegen.layout import (
     Call,
     Code,
@@ -56,14 +58,9 @@ from archspec.codegen.plan import (
     RepeatStep,
     Step,
     Value,
-    build_plan,
-    candidates,
-    locate,
 )
 from archspec.errors import SpecError
 from archspec.ir import Graph
-from archspec.lower import lower
-from archspec.params import check_value
 from archspec.registry import ResolvedSpec
 
 # Attribute names nn.Module itself uses: a submodule under one of these names would be
@@ -169,35 +166,6 @@ class TorchEmitError(BackendError):
 
 
 # ---------------------------------------------------------------------------- forward model
-
-
-@dataclass(eq=False)
-class Slot:
-    """A plan value as a forward variable: its name and who reads it."""
-
-    local: str  # spec name, the base of its variable name
-    var: str | None = None
-    readers: list[Any] = field(default_factory=list)  # Stmt, Loop or "return"
-    fresh: bool = False  # a new tensor no other value aliases (in-place ops may reuse it)
-
-
-@dataclass(eq=False)
-class Stmt:
-    inputs: list[Slot]
-    out: Slot
-    call: Callable[[Sequence[str]], Code]
-    cond: str | None = None  # Optional submodule: run only when it is not None
-    inplace: Callable[[Sequence[str]], str] | None = None  # statement updating inputs[0]
-
-
-@dataclass(eq=False)
-class Loop:
-    pre: Slot  # enters the first iteration
-    carry: Slot  # the iteration's input
-    body: list[Any]
-    last: Slot  # the iteration's output
-    result: Slot  # after the loop
-    header: str
 
 
 @dataclass
@@ -484,7 +452,7 @@ class ClassPrinter:
         outputs = [self.slot(v) for v in self.cls.outputs]
         for v in outputs:
             v.readers.append("return")
-        assign_vars(self.body, Namespace(RESERVED | {v.var for v in outputs if v.var}))
+        assign_vars(self.body, Namespace(RESERVED | {v.var for v in outputs if v.var}), "out")
         lines = emit_body(self.body)
         if len(outputs) == 1:
             return [*lines, f"return {outputs[0].var}"]
@@ -559,35 +527,6 @@ def call_code(call: BlockCall) -> Code:
 
 
 # ---------------------------------------------------------------------------- forward source
-
-
-def assign_vars(body: list[Any], names: Namespace) -> None:
-    """`out` for a value whose readers all follow while nothing else needs `out`, else a name."""
-    busy_until = -1  # `out` holds a live value until this position
-    for pos, s in enumerate(body):
-        if isinstance(s, Loop):
-            s.carry.var = "out"
-            first = s.body[0] if s.body else None
-            if any(r is not first for r in s.carry.readers):
-                s.carry.var = names.new("prev")
-            assign_vars(s.body, names)
-            s.last.var = "out"
-            value = s.result
-        else:
-            value = s.out
-        if value.var is not None:
-            continue
-        ends = [
-            len(body) if r == "return" else next((q for q, t in enumerate(body) if t is r), -1)
-            for r in value.readers
-        ]
-        conditional = isinstance(s, Stmt) and s.cond is not None
-        crosses_loop = any(isinstance(t, Loop) for t in body[pos + 1 : max(ends, default=0)])
-        if pos >= busy_until and ends and min(ends) > pos and not conditional and not crosses_loop:
-            value.var = "out"
-            busy_until = max(ends)
-        else:
-            value.var = names.new(value.local)
 
 
 def emit_body(body: list[Any], base: int = 8) -> list[str]:
@@ -690,65 +629,8 @@ def templates() -> jinja2.Environment:
     )
 
 
-def exposed_params(spec: ResolvedSpec, graph: Graph) -> dict[str, str]:
-    """Spec parameters the model class can take: the source is the same whatever their value."""
-    params = dict(graph.params)
-    names = Namespace(RESERVED)
-    chosen = {p: names.new(p) for p in candidates(spec)}
-    while chosen:
-        base = class_sources(spec, graph, chosen)
-        dropped = False
-        for p in list(chosen):
-            other = perturbed(spec, p, params[p])
-            if other is None:
-                del chosen[p]
-                dropped = True
-                continue
-            try:
-                graph2 = lower(
-                    spec,
-                    {**{k: v for k, v in params.items() if k != p}, p: other},
-                    input_size=input_size(graph),
-                )
-                same = class_sources(spec, graph2, chosen) == base
-            except (SpecError, BackendError):  # the other value does not lower: keep it fixed
-                same = False
-            if not same:
-                del chosen[p]
-                dropped = True
-        if not dropped:
-            break
-    return chosen
-
-
-def input_size(graph: Graph) -> tuple[int, int] | None:
-    shape = graph.node(graph.inputs[0]).shape
-    return (shape[1], shape[2]) if len(shape) == 3 else None
-
-
-def perturbed(spec: ResolvedSpec, name: str, value: Any) -> Any:
-    decl = spec.params[name].value
-    if decl.type == "bool":
-        options: list[Any] = [not value]
-    elif decl.type == "int":
-        options = [value + 1, value - 1]
-    else:
-        options = [value * 0.5 + 0.25, value + 0.5, value - 0.5]
-    return next((v for v in options if v != value and check_value(decl, v) is None), None)
-
-
-def class_sources(spec: ResolvedSpec, graph: Graph, exposed: dict[str, str]) -> tuple[str, ...]:
-    plan = build_plan(spec, graph, RESERVED, exposed)
-    plan.model.name = "Model"
-    blocks, model_src = ModulePrinter(spec, plan).class_sources()
-    model = model_src.splitlines()
-    model = [line for line in model if not line.lstrip().startswith(("def __init__", "self,"))]
-    return (*blocks, *model)
-
-
 def emit_source(spec: ResolvedSpec, graph: Graph) -> str:
-    plan = build_plan(spec, graph, RESERVED, exposed_params(spec, graph))
-    return module_source(spec, plan)
+    return module_source(spec, build_plan(spec, graph, RESERVED))
 
 
 def module_source(spec: ResolvedSpec, plan: ModulePlan) -> str:

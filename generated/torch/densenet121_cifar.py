@@ -51,7 +51,7 @@ class Transition(nn.Module):
 
 
 class Densenet121Cifar(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, padding=1, bias=False)
         self.dense1 = nn.Sequential(*[Bottleneck(64 + 32 * i, growth_rate=32) for i in range(6)])
@@ -63,7 +63,7 @@ class Densenet121Cifar(nn.Module):
         self.dense4 = nn.Sequential(*[Bottleneck(512 + 32 * i, growth_rate=32) for i in range(16)])
         self.bn = nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1)
         self.pool = nn.AvgPool2d(4, stride=4, ceil_mode=False, count_include_pad=True)
-        self.linear = nn.Linear(1024, 10)
+        self.linear = nn.Linear(1024, num_classes)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         out = self.conv1(image)
@@ -82,8 +82,8 @@ class Densenet121Cifar(nn.Module):
         return out
 
 
-def densenet121_cifar() -> Densenet121Cifar:
+def densenet121_cifar(num_classes: int = 10) -> Densenet121Cifar:
     """Seed 003's CIFAR DenseNet-121 (k=32, theta 0.5, 3x3 stem, new features concatenated FIRST),
     10 classes
     """
-    return Densenet121Cifar()
+    return Densenet121Cifar(num_classes=num_classes)

@@ -75,7 +75,9 @@ class Bottleneck(nn.Module):
 
 
 class Resnet50DropoutHead(nn.Module):
-    def __init__(self) -> None:
+    def __init__(
+        self, head_dropout: float = 0.5, hidden_units: int = 200, num_classes: int = 10
+    ) -> None:
         super().__init__()
         self.conv1_pad = nn.ZeroPad2d(3)
         self.conv1_conv = nn.Conv2d(3, 64, kernel_size=7, stride=2)
@@ -123,10 +125,10 @@ class Resnet50DropoutHead(nn.Module):
             ),
         )
         self.avg_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head_dropout1 = nn.Dropout(0.5)
-        self.fc_01 = nn.Linear(2048, 200)
-        self.head_dropout2 = nn.Dropout(0.5)
-        self.predictions = nn.Linear(200, 10)
+        self.head_dropout1 = nn.Dropout(head_dropout)
+        self.fc_01 = nn.Linear(2048, hidden_units)
+        self.head_dropout2 = nn.Dropout(head_dropout)
+        self.predictions = nn.Linear(hidden_units, num_classes)
         self._init_weights()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -159,8 +161,12 @@ class Resnet50DropoutHead(nn.Module):
                 nn.init.zeros_(m.bias)
 
 
-def resnet50_dropout_head() -> Resnet50DropoutHead:
+def resnet50_dropout_head(
+    head_dropout: float = 0.5, hidden_units: int = 200, num_classes: int = 10
+) -> Resnet50DropoutHead:
     """Seed 001's ResNet-50: Keras v1 blocks, he_normal, Keras BN defaults, dropout/dense-200 head,
     10 classes
     """
-    return Resnet50DropoutHead()
+    return Resnet50DropoutHead(
+        head_dropout=head_dropout, hidden_units=hidden_units, num_classes=num_classes
+    )

@@ -66,7 +66,7 @@ class LeakyBottleneck(nn.Module):
 
 
 class Resnet50Leaky(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1_pad = nn.ZeroPad2d(3)
         self.conv1_conv = nn.Conv2d(3, 64, kernel_size=7, stride=2)
@@ -114,7 +114,7 @@ class Resnet50Leaky(nn.Module):
             ),
         )
         self.avg_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.predictions = nn.Linear(2048, 1000)
+        self.predictions = nn.Linear(2048, num_classes)
         self._init_weights()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -139,8 +139,8 @@ class Resnet50Leaky(nn.Module):
                 nn.init.zeros_(m.bias)
 
 
-def resnet50_leaky() -> Resnet50Leaky:
+def resnet50_leaky(num_classes: int = 1000) -> Resnet50Leaky:
     """Seed 002's subclassed ResNet-50: LeakyReLU(0.3) blocks with an activated shortcut, no post-
     add activation
     """
-    return Resnet50Leaky()
+    return Resnet50Leaky(num_classes=num_classes)

@@ -55,7 +55,7 @@ class Bottleneck(nn.Module):
 
 
 class Resnet50V1(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1_pad = nn.ZeroPad2d(3)
         self.conv1_conv = nn.Conv2d(3, 64, kernel_size=7, stride=2)
@@ -103,7 +103,7 @@ class Resnet50V1(nn.Module):
             ),
         )
         self.avg_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.predictions = nn.Linear(2048, 1000)
+        self.predictions = nn.Linear(2048, num_classes)
         self._init_weights()
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -129,8 +129,8 @@ class Resnet50V1(nn.Module):
                 nn.init.zeros_(m.bias)
 
 
-def resnet50_v1() -> Resnet50V1:
+def resnet50_v1(num_classes: int = 1000) -> Resnet50V1:
     """ResNet-50 v1 as keras.applications.ResNet50 (stride on the
     1x1, conv biases, BN eps 1.001e-5)
     """
-    return Resnet50V1()
+    return Resnet50V1(num_classes=num_classes)

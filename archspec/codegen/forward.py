@@ -1,0 +1,75 @@
+"""Forward statements and their variables, for source backends printing a plan's wiring.
+
+A backend turns a class plan's steps into `Stmt`s (one call each, maybe conditional) and
+`Loop`s, each reading and writing `Slot`s (the plan's `Value`s as variables). Then
+`assign_vars` names the variables the way hand-written forward code does: one
+accumulator (`out` in torchvision, `x` in keras.applications) for values read only by
+later statements while it is free, the value's spec name for the others (`identity`,
+`shortcut`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .layout import Code, Namespace
+
+
+@dataclass(eq=False)
+class Slot:
+    """A plan value as a forward variable: its name and who reads it."""
+
+    local: str  # spec name, the base of its variable name
+    var: str | None = None
+    readers: list[Any] = field(default_factory=list)  # Stmt, Loop or "return"
+    fresh: bool = False  # a new tensor no other value aliases (in-place ops may reuse it)
+
+
+@dataclass(eq=False)
+class Stmt:
+    inputs: list[Slot]
+    out: Slot
+    call: Callable[[Sequence[str]], Code] | None = None  # the statement's expression
+    cond: str | None = None  # runs only under this condition (an optional member)
+    inplace: Callable[[Sequence[str]], str] | None = None  # statement updating inputs[0]
+
+
+@dataclass(eq=False)
+class Loop:
+    pre: Slot  # enters the first iteration
+    carry: Slot  # the iteration's input
+    body: list[Any]
+    last: Slot  # the iteration's output
+    result: Slot  # after the loop
+    header: str
+
+
+def assign_vars(body: list[Any], names: Namespace, acc: str) -> None:
+    """`acc` for a value whose readers all follow while nothing else needs `acc`, else a name."""
+    busy_until = -1  # `acc` holds a live value until this position
+    for pos, s in enumerate(body):
+        if isinstance(s, Loop):
+            s.carry.var = acc
+            first = s.body[0] if s.body else None
+            if any(r is not first for r in s.carry.readers):
+                s.carry.var = names.new("prev")
+            assign_vars(s.body, names, acc)
+            s.last.var = acc
+            value = s.result
+        else:
+            value = s.out
+        if value.var is not None:
+            continue
+        ends = [
+            len(body) if r == "return" else next((q for q, t in enumerate(body) if t is r), -1)
+            for r in value.readers
+        ]
+        conditional = isinstance(s, Stmt) and s.cond is not None
+        crosses_loop = any(isinstance(t, Loop) for t in body[pos + 1 : max(ends, default=0)])
+        if pos >= busy_until and ends and min(ends) > pos and not conditional and not crosses_loop:
+            value.var = acc
+            busy_until = max(ends)
+        else:
+            value.var = names.new(value.local)

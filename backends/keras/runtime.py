@@ -48,6 +48,17 @@ def pool_padding(shape, pool_size, strides, padding, ceil_mode):
     return tuple(sides)
 
 
+def same_padding(shape, pool_size, strides):
+    """TensorFlow's "same" sides for this input size: the odd pixel at the bottom/right."""
+    sides = []
+    for size, kernel, stride in zip(shape, pool_size, strides, strict=True):
+        if size is None:
+            raise ValueError("'same' here needs a fixed input height and width")
+        total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+        sides.append((total // 2, total - total // 2))
+    return tuple(sides)
+
+
 def pool_divisors(size, out, kernel, stride, padding, count_include_pad):
     """PyTorch's average-pool divisor along one axis, per output index: the window clipped
     to input + padding, or to the input alone without count_include_pad."""
@@ -96,7 +107,9 @@ class PaddedMaxPooling2D(keras.layers.Layer):
 class PaddedAveragePooling2D(keras.layers.Layer):
     """Average pooling over explicit ((top, bottom), (left, right)) zero padding with
     PyTorch's divisor: the window clipped to input + padding (count_include_pad=True) or
-    to the input (False); ceil_mode as PyTorch."""
+    to the input (False); ceil_mode as PyTorch. padding="same" is TensorFlow's rule
+    (use count_include_pad=False), for Keras's torch backend: its AveragePooling2D "same"
+    pads asymmetric sides by replicating edge pixels, which are then averaged in."""
 
     def __init__(
         self, pool_size, strides, padding, ceil_mode=False, count_include_pad=True, **kwargs
@@ -104,19 +117,21 @@ class PaddedAveragePooling2D(keras.layers.Layer):
         super().__init__(**kwargs)
         self.pool_size = pair(pool_size)
         self.strides = pair(strides)
-        self.padding = tuple(pair(p) for p in padding)
+        self.padding = padding if padding == "same" else tuple(pair(p) for p in padding)
         self.ceil_mode = ceil_mode
         self.count_include_pad = count_include_pad
 
     def call(self, x):
-        sides = pool_padding(
-            x.shape[1:3], self.pool_size, self.strides, self.padding, self.ceil_mode
-        )
+        shape = x.shape[1:3]
+        padding = self.padding
+        if padding == "same":
+            padding = same_padding(shape, self.pool_size, self.strides)
+        sides = pool_padding(shape, self.pool_size, self.strides, padding, self.ceil_mode)
         y = keras.ops.pad(x, ((0, 0), *sides, (0, 0)))
         y = keras.ops.average_pool(y, self.pool_size, self.strides, padding="valid")
         if self.count_include_pad and not self.ceil_mode:
             return y  # every window lies inside input + padding: the full window divides
-        if None in x.shape[1:3]:
+        if None in shape:
             raise ValueError("this average pooling needs a fixed input height and width")
         rows, cols = (
             pool_divisors(
@@ -124,7 +139,7 @@ class PaddedAveragePooling2D(keras.layers.Layer):
                 y.shape[axis],
                 self.pool_size[axis - 1],
                 self.strides[axis - 1],
-                self.padding[axis - 1],
+                padding[axis - 1],
                 self.count_include_pad,
             )
             for axis in (1, 2)
@@ -146,9 +161,10 @@ class PaddedAveragePooling2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="archspec")
-class AdaptiveAveragePooling2D(keras.layers.Layer):
+class TorchAdaptiveAveragePooling2D(keras.layers.Layer):
     """PyTorch's AdaptiveAvgPool2d: output bin i averages input rows
-    [floor(i * H / h), ceil((i + 1) * H / h)) (bins may overlap), the same for columns."""
+    [floor(i * H / h), ceil((i + 1) * H / h)) (bins may overlap), the same for columns.
+    keras.layers.AdaptiveAveragePooling2D returns NaN under JAX for some sizes (224 -> 7)."""
 
     def __init__(self, output_size, **kwargs):
         super().__init__(**kwargs)

@@ -62,6 +62,10 @@ CASES: dict[str, Case] = {
         (2, 7, 7, 4),
         lambda: _conv(keras.layers.Conv2D(6, 3, groups=2), (2, 7, 7, 4)),
     ),
+    "strided_dilated_conv": (
+        (2, 11, 10, 4),
+        lambda: _conv(rt.StridedDilatedConv2D(5, 3, 2, 2), (2, 11, 10, 4)),
+    ),
     "depthwise_conv": (
         (2, 7, 7, 4),
         lambda: _conv(keras.layers.DepthwiseConv2D(3, 2, depth_multiplier=2), (2, 7, 7, 4)),

@@ -140,6 +140,18 @@ def test_depthwise_conv_matches_torch() -> None:
     assert_close(layer(nhwc(x)), nhwc(F.conv2d(x, weight, groups=4)))
 
 
+def test_strided_dilated_conv_matches_torch() -> None:
+    name = "strided_dilated_conv"
+    layer = CASES[name][1]()
+    x = torch.from_numpy(case_input(name)).permute(0, 3, 1, 2)
+    kernel, bias = (torch.from_numpy(w) for w in layer.get_weights())
+    want = F.conv2d(x, kernel.permute(3, 2, 0, 1), bias, stride=2, dilation=2)
+    assert_close(layer(nhwc(x)), nhwc(want))
+    assert layer.compute_output_shape((None, 11, 10, 4)) == (None, 4, 3, 5)
+    with pytest.raises(ValueError, match="padding='valid' only"):
+        rt.StridedDilatedConv2D(5, 3, 2, 2, padding="same")
+
+
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_matches_torch(approximate: str) -> None:
     x = nchw(2, 3, 4, 4, shift=0.0) * 3

@@ -204,6 +204,30 @@ class ConstantPadding2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="archspec")
+class StridedDilatedConv2D(keras.layers.Conv2D):
+    """Conv2D with strides > 1 AND dilation_rate > 1, which Conv2D refuses: the stride-1
+    dilated convolution, then every stride-th output (same kernel and values, stride^2
+    times the work). Padding "valid" only: pad explicitly before it."""
+
+    def __init__(self, filters, kernel_size, strides, dilation_rate, **kwargs):
+        if kwargs.get("padding", "valid") != "valid":
+            raise ValueError("StridedDilatedConv2D supports padding='valid' only")
+        super().__init__(filters, kernel_size, dilation_rate=dilation_rate, **kwargs)
+        self.subsample = pair(strides)
+
+    def call(self, x):
+        return super().call(x)[:, :: self.subsample[0], :: self.subsample[1]]
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = super().compute_output_shape(input_shape)
+        sh, sw = self.subsample
+        return (n, None if h is None else -(-h // sh), None if w is None else -(-w // sw), c)
+
+    def get_config(self):
+        return {**super().get_config(), "strides": self.subsample}
+
+
+@keras.saving.register_keras_serializable(package="archspec")
 class GELU(keras.layers.Layer):
     """GELU with the form explicit: exact (erf) or the tanh approximation. Keras 3 has no
     GELU layer, and keras.ops.gelu defaults to the approximation."""

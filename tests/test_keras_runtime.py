@@ -282,7 +282,14 @@ def test_helper_sources_include_dependencies_in_file_order() -> None:
         for line in source.splitlines()
         if line[:4] in ("def ", "clas")
     ]
-    assert defined == ["pair", "pool_output_size", "pool_padding", "PaddedMaxPooling2D"]
+    assert defined == [
+        "pair",
+        "pool_output_size",
+        "pool_padding",
+        "same_padding",
+        "PaddedPooling2D",
+        "PaddedMaxPooling2D",
+    ]
     assert source.startswith("def pair(") and "@keras.saving.register_keras_serializable" in source
     assert helpers.helper_imports({"PaddedMaxPooling2D"}) == ("keras", "math")
     assert helpers.helper_imports({"TorchAdaptiveAveragePooling2D"}) == ("keras",)

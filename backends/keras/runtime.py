@@ -74,24 +74,23 @@ def pool_divisors(size, out, kernel, stride, padding, count_include_pad):
 
 
 @keras.saving.register_keras_serializable(package="archspec")
-class PaddedMaxPooling2D(keras.layers.Layer):
-    """Max pooling over explicit ((top, bottom), (left, right)) padding that is -inf, so
-    padded positions never win (ZeroPadding2D + MaxPooling2D is wrong on negative
-    inputs), with PyTorch's ceil_mode."""
+class PaddedPooling2D(keras.layers.Layer):
+    """What the padded pools share: pool_size, strides, padding ((top, bottom),
+    (left, right)) or "same" (TensorFlow's sides for the input size), ceil_mode."""
 
     def __init__(self, pool_size, strides, padding, ceil_mode=False, **kwargs):
         super().__init__(**kwargs)
         self.pool_size = pair(pool_size)
         self.strides = pair(strides)
-        self.padding = tuple(pair(p) for p in padding)
+        self.padding = padding if padding == "same" else tuple(pair(p) for p in padding)
         self.ceil_mode = ceil_mode
 
-    def call(self, x):
-        sides = pool_padding(
-            x.shape[1:3], self.pool_size, self.strides, self.padding, self.ceil_mode
-        )
-        x = keras.ops.pad(x, ((0, 0), *sides, (0, 0)), constant_values=-math.inf)
-        return keras.ops.max_pool(x, self.pool_size, self.strides, padding="valid")
+    def sides(self, shape):
+        """(the declared sides, the sides to pad before a valid pool) for this input."""
+        padding = self.padding
+        if padding == "same":
+            padding = same_padding(shape, self.pool_size, self.strides)
+        return padding, pool_padding(shape, self.pool_size, self.strides, padding, self.ceil_mode)
 
     def get_config(self):
         return {
@@ -104,29 +103,33 @@ class PaddedMaxPooling2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="archspec")
-class PaddedAveragePooling2D(keras.layers.Layer):
-    """Average pooling over explicit ((top, bottom), (left, right)) zero padding with
-    PyTorch's divisor: the window clipped to input + padding (count_include_pad=True) or
-    to the input (False); ceil_mode as PyTorch. padding="same" is TensorFlow's rule
-    (use count_include_pad=False), for Keras's torch backend: its AveragePooling2D "same"
-    pads asymmetric sides by replicating edge pixels, which are then averaged in."""
+class PaddedMaxPooling2D(PaddedPooling2D):
+    """Max pooling whose padding is -inf, so padded positions never win (ZeroPadding2D +
+    MaxPooling2D is wrong on negative inputs), with PyTorch's ceil_mode."""
+
+    def call(self, x):
+        _, sides = self.sides(x.shape[1:3])
+        x = keras.ops.pad(x, ((0, 0), *sides, (0, 0)), constant_values=-math.inf)
+        return keras.ops.max_pool(x, self.pool_size, self.strides, padding="valid")
+
+
+@keras.saving.register_keras_serializable(package="archspec")
+class PaddedAveragePooling2D(PaddedPooling2D):
+    """Average pooling over zero padding with PyTorch's divisor: the window clipped to
+    input + padding (count_include_pad=True) or to the input (False), and its ceil_mode.
+    padding="same" with count_include_pad=False is TensorFlow's "same" average, also on
+    Keras's torch backend (whose AveragePooling2D "same" pads asymmetric sides with
+    replicated edge pixels and averages them in)."""
 
     def __init__(
         self, pool_size, strides, padding, ceil_mode=False, count_include_pad=True, **kwargs
     ):
-        super().__init__(**kwargs)
-        self.pool_size = pair(pool_size)
-        self.strides = pair(strides)
-        self.padding = padding if padding == "same" else tuple(pair(p) for p in padding)
-        self.ceil_mode = ceil_mode
+        super().__init__(pool_size, strides, padding, ceil_mode, **kwargs)
         self.count_include_pad = count_include_pad
 
     def call(self, x):
         shape = x.shape[1:3]
-        padding = self.padding
-        if padding == "same":
-            padding = same_padding(shape, self.pool_size, self.strides)
-        sides = pool_padding(shape, self.pool_size, self.strides, padding, self.ceil_mode)
+        padding, sides = self.sides(shape)
         y = keras.ops.pad(x, ((0, 0), *sides, (0, 0)))
         y = keras.ops.average_pool(y, self.pool_size, self.strides, padding="valid")
         if self.count_include_pad and not self.ceil_mode:
@@ -135,14 +138,14 @@ class PaddedAveragePooling2D(keras.layers.Layer):
             raise ValueError("this average pooling needs a fixed input height and width")
         rows, cols = (
             pool_divisors(
-                x.shape[axis],
-                y.shape[axis],
-                self.pool_size[axis - 1],
-                self.strides[axis - 1],
-                padding[axis - 1],
+                shape[axis],
+                y.shape[axis + 1],
+                self.pool_size[axis],
+                self.strides[axis],
+                padding[axis],
                 self.count_include_pad,
             )
-            for axis in (1, 2)
+            for axis in (0, 1)
         )
         window = self.pool_size[0] * self.pool_size[1]
         scale = [[window / (h * w) for w in cols] for h in rows]
@@ -150,14 +153,7 @@ class PaddedAveragePooling2D(keras.layers.Layer):
         return y * keras.ops.reshape(scale, (1, len(rows), len(cols), 1))
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "pool_size": self.pool_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "ceil_mode": self.ceil_mode,
-            "count_include_pad": self.count_include_pad,
-        }
+        return {**super().get_config(), "count_include_pad": self.count_include_pad}
 
 
 @keras.saving.register_keras_serializable(package="archspec")

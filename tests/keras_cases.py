@@ -1,0 +1,90 @@
+"""Fixed Keras cases (runtime helpers and the built-ins docs/keras.md relies on) that run
+under any Keras backend: test_keras_runtime.py runs them in-process under TensorFlow and
+once per other backend (jax, torch) in a subprocess, and compares the outputs.
+
+Run as a script, it writes the outputs to the .npz file named by its argument.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import keras
+import numpy as np
+from archspec_keras import runtime as rt
+
+Case = tuple[tuple[int, ...], Callable[[], keras.layers.Layer]]
+
+
+def _conv(layer: keras.layers.Layer, shape: tuple[int, ...]) -> keras.layers.Layer:
+    """Build `layer` and give it fixed weights (initializers differ between backends)."""
+    layer.build(shape)
+    rng = np.random.default_rng(0)
+    layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.weights])
+    return layer
+
+
+CASES: dict[str, Case] = {
+    "max_pad1_odd": ((2, 7, 9, 3), lambda: rt.PaddedMaxPooling2D(3, 2, ((1, 1), (1, 1)))),
+    "max_ceil": ((2, 5, 6, 3), lambda: rt.PaddedMaxPooling2D(2, 2, ((1, 1), (1, 1)), True)),
+    "avg_ceil_exclude": (
+        (2, 6, 7, 3),
+        lambda: rt.PaddedAveragePooling2D(3, 2, ((1, 1), (1, 1)), True, False),
+    ),
+    "avg_ceil_include": (
+        (2, 6, 7, 3),
+        lambda: rt.PaddedAveragePooling2D(3, 2, ((1, 1), (0, 1)), True, True),
+    ),
+    "adaptive_7_to_3": ((2, 7, 10, 3), lambda: rt.TorchAdaptiveAveragePooling2D((3, 4))),
+    "adaptive_5_to_6": ((2, 5, 5, 3), lambda: rt.TorchAdaptiveAveragePooling2D(6)),
+    "adaptive_13_to_7": ((2, 13, 13, 3), lambda: rt.TorchAdaptiveAveragePooling2D(7)),
+    "constant_pad": ((2, 4, 5, 3), lambda: rt.ConstantPadding2D(((1, 2), (0, 3)), 1.5)),
+    "gelu_tanh": ((2, 4, 4, 3), lambda: rt.GELU(approximate=True)),
+    "gelu_exact": ((2, 4, 4, 3), lambda: keras.layers.Activation("gelu")),
+    "same_max_even": ((2, 8, 8, 3), lambda: keras.layers.MaxPooling2D(3, 2, padding="same")),
+    "same_max_odd": ((2, 7, 7, 3), lambda: keras.layers.MaxPooling2D(2, 2, padding="same")),
+    "same_avg_even": ((2, 8, 8, 3), lambda: keras.layers.AveragePooling2D(3, 2, padding="same")),
+    "same_avg_helper_even": (
+        (2, 8, 8, 3),
+        lambda: rt.PaddedAveragePooling2D(3, 2, "same", count_include_pad=False),
+    ),
+    "same_avg_odd": ((2, 7, 7, 3), lambda: keras.layers.AveragePooling2D(2, 2, padding="same")),
+    "same_conv_even": (
+        (2, 8, 8, 4),
+        lambda: _conv(keras.layers.Conv2D(5, 3, 2, padding="same"), (2, 8, 8, 4)),
+    ),
+    "same_conv_odd": (
+        (2, 7, 7, 4),
+        lambda: _conv(keras.layers.Conv2D(5, 4, 2, padding="same"), (2, 7, 7, 4)),
+    ),
+    "grouped_conv": (
+        (2, 7, 7, 4),
+        lambda: _conv(keras.layers.Conv2D(6, 3, groups=2), (2, 7, 7, 4)),
+    ),
+    "strided_dilated_conv": (
+        (2, 11, 10, 4),
+        lambda: _conv(rt.StridedDilatedConv2D(5, 3, 2, 2), (2, 11, 10, 4)),
+    ),
+    "depthwise_conv": (
+        (2, 7, 7, 4),
+        lambda: _conv(keras.layers.DepthwiseConv2D(3, 2, depth_multiplier=2), (2, 7, 7, 4)),
+    ),
+}
+
+
+def case_input(name: str) -> np.ndarray:
+    """A fixed input, shifted negative so that zero padding would win a max pool."""
+    shape = CASES[name][0]
+    return (np.random.default_rng(list(name.encode())).normal(size=shape) - 1.0).astype("float32")
+
+
+def run_cases() -> dict[str, np.ndarray]:
+    return {
+        name: keras.ops.convert_to_numpy(make()(case_input(name)))
+        for name, (_, make) in CASES.items()
+    }
+
+
+if __name__ == "__main__":
+    np.savez(sys.argv[1], backend=np.array(keras.backend.backend()), **run_cases())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -214,11 +215,28 @@ def graph(target: str, fmt: str, sets: tuple[str, ...], input_size: tuple[int, i
     "out_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Output folder (default: generated/<backend>).",
+    help="Output folder (default: generated/<backend>; with --all, the root of the tree).",
 )
 @click.option("--all", "all_specs", is_flag=True, help="Generate the whole zoo.")
 @click.option(
     "--check", is_flag=True, help="With --all: write nothing, exit 1 if any file is stale."
+)
+@click.option("--style", default=None, help="Source style, e.g. keras: functional|subclass.")
+@click.option("--fold-bn", is_flag=True, help="onnx: fold BatchNorm into the preceding conv.")
+@click.option("--functions", is_flag=True, help="onnx: one model-local function per block type.")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="onnx: weights to embed (a WeightSet .npz) instead of seeded random ones.",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace existing files even if archspec did not write them."
+)
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="With --all -o DIR: remove files archspec wrote there that no spec generates now.",
 )
 @set_option
 def gen(
@@ -227,18 +245,39 @@ def gen(
     out_dir: str | None,
     all_specs: bool,
     check: bool,
+    style: str | None,
+    fold_bn: bool,
+    functions: bool,
+    weights: str | None,
+    force: bool,
+    prune: bool,
     sets: tuple[str, ...],
 ) -> None:
-    """Generate source for a spec (or, with --all, for the whole zoo)."""
+    """Generate source for a spec (or, with --all, for the whole zoo).
+
+    archspec only replaces or removes files it wrote (recorded in the folder's
+    .archspec-manifest.json, or carrying its header); your own files are left alone."""
     from archspec import backend as plugins
-    from archspec.generate import check_zoo, generate_one, generate_zoo, output_dir
+    from archspec.generate import check_zoo, generate_one, generate_zoo
 
     if all_specs == (target is not None):
         raise click.UsageError("give a spec NAME|FILE or --all (not both)")
     if check and not all_specs:
         raise click.UsageError("--check works with --all")
+    if prune and not all_specs:
+        raise click.UsageError("--prune works with --all")
     if sets and all_specs:
         raise click.UsageError("--set applies to one spec; the zoo is generated with its defaults")
+    given = {"style": style, "fold_bn": fold_bn or None, "functions": functions or None}
+    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if weights is not None:
+        options["weights"] = weights
+    if options and all_specs:
+        flags = ", ".join(plugins.OPTION_FLAGS[k] for k in options)
+        raise click.UsageError(
+            f"{flags}: the zoo is generated in every style its backends define; "
+            "give one spec to choose options"
+        )
     with reported():
         names = list(backends) or (plugins.available() if all_specs else [])
         if not names:
@@ -250,7 +289,6 @@ def gen(
         echo: Callable[[str], None] = click.echo
         if check:
             stale = check_zoo(chosen, out_dir)
-            folders = ", ".join(str(output_dir(be, out_dir)) for be in chosen)
             if stale:
                 again = " ".join(
                     ["archspec gen --all", *(f"--backend {n}" for n in backends)]
@@ -260,13 +298,148 @@ def gen(
                 for line in stale:
                     echo(f"  {line}")
                 sys.exit(1)
-            echo(f"fresh: {folders}")
+            root = Path(out_dir or "generated")
+            folders = sorted(str(root / v.folder) for be in chosen for v in be.zoo_variants)
+            echo(f"fresh: {', '.join(folders)}")
         elif all_specs:
-            generate_zoo(chosen, out_dir, echo)
+            generate_zoo(chosen, out_dir, echo, prune=prune)
         else:
             assert target is not None
             for be in chosen:
-                generate_one(be, target, parse_sets(sets), out_dir, echo)
+                generate_one(be, target, parse_sets(sets), options, out_dir, echo, force=force)
+
+
+@main.command()
+@click.argument("target", metavar="NAME|FILE")
+@click.option(
+    "--backends",
+    "backend_list",
+    default=None,
+    metavar="A,B,...",
+    help="Backends to compare, the first is the reference (default: every installed one, "
+    "torch first).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["inference", "train", "grad"]),
+    default="inference",
+    show_default=True,
+)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@size_option
+@click.option("--batch", type=click.IntRange(min=1, max=4096), default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Weights and input seed.")
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="Max abs error, times max(1, max|reference|).")  # fmt: skip
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-6, show_default=True,
+              help="Relative L2 error.")  # fmt: skip
+@click.option("--per-op", is_flag=True, help="Probe every op, not only block outputs.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the full report as JSON.")  # fmt: skip
+@set_option
+def parity(
+    target: str,
+    backend_list: str | None,
+    mode: str,
+    device: str,
+    input_size: tuple[int, int] | None,
+    batch: int,
+    seed: int,
+    atol: float,
+    rtol: float,
+    per_op: bool,
+    json_out: str | None,
+    sets: tuple[str, ...],
+) -> None:
+    """Run the same weights and input through several backends and compare.
+
+    Exit 0 when every backend matches the reference within tolerance, 1 when one does not
+    (naming the first divergent node and its spec location), 2 on invalid input."""
+    from archspec.parity import ParityError, Tolerance, get_runner, run_parity, runner_names
+
+    with reported():
+        spec, graph = build(target, sets, input_size)
+        try:
+            names = (
+                [n.strip() for n in backend_list.split(",") if n.strip()]
+                if backend_list
+                else sorted(runner_names(), key=lambda n: (n != "torch", n))
+            )
+            runners = [get_runner(n) for n in names]
+            for runner in runners:
+                why = runner.available()
+                if why is not None:
+                    raise ParityError(
+                        f"backend '{runner.name}' cannot run: {why} "
+                        f"(pip install 'archspec[{runner.extra}]')"
+                    )
+                if mode not in runner.modes:
+                    raise ParityError(f"backend '{runner.name}' has no {mode} mode")
+                if device not in runner.devices:
+                    raise ParityError(f"backend '{runner.name}' cannot run on {device} here")
+            reports = run_parity(
+                spec,
+                graph,
+                runners,
+                mode=mode,  # type: ignore[arg-type]
+                batch=batch,
+                seed=seed,
+                per_op=per_op,
+                device=device,
+                tol=Tolerance(atol=atol, rtol=rtol),
+                progress=lambda line: click.echo(line, err=True),
+            )
+        except ParityError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_INVALID)
+    _print_parity(graph.name, mode, reports, Tolerance(atol=atol, rtol=rtol))
+    if json_out is not None:
+        import json
+
+        from archspec.generate import write_atomic
+
+        body = {
+            "spec": graph.name,
+            "mode": mode,
+            "device": device,
+            "batch": batch,
+            "seed": seed,
+            "tolerance": {"atol": atol, "rtol": rtol},
+            "pairs": [r.as_dict() for r in reports],
+        }
+        with reported():
+            write_atomic(Path(json_out), (json.dumps(body, indent=2) + "\n").encode())
+    if not all(r.passed for r in reports):
+        sys.exit(1)
+
+
+def _print_parity(name: str, mode: str, reports: list[Any], tol: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    for report in reports:
+        table = Table(title=f"{name}: {report.other} vs {report.reference} ({mode})")
+        for column in ("value", "max abs", "max rel", "rel L2", "ok"):
+            table.add_column(column, justify="left" if column == "value" else "right")
+        for key, e in report.outputs.items():
+            ok = "yes" if tol.check(e) else "NO"
+            table.add_row(
+                escape(key), f"{e.max_abs:.2e}", f"{e.max_rel:.2e}", f"{e.rel_l2:.2e}", ok
+            )
+        console.print(table)
+        div = report.first_divergence
+        if div is None:
+            console.print(f"{len(report.probes)} probes agree; result: [green]PASS[/green]")
+        else:
+            block = f" (output of block {escape(div.block)})" if div.block else ""
+            console.print(
+                f"[red]FAIL[/red]: first divergence at {escape(div.node)} [{escape(div.op)}]"
+                f"{block}: max abs {div.errors.max_abs:.3e}, rel L2 {div.errors.rel_l2:.3e}"
+            )
+            if div.where:
+                console.print(f"  declared at {escape(div.where)}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from archspec_keras.helpers import helper_imports, helper_names, helper_sources
 from archspec_keras.ops import PRINTERS, KerasEmitError, Layers
 
 import archspec
-from archspec.backend import Artifact, BackendError
+from archspec.backend import Artifact, BackendError, ZooVariant, check_options
 from archspec.codegen.build import build_plan, locate
 from archspec.codegen.forward import Loop, Slot, Stmt, assign_vars
 from archspec.codegen.layout import (
@@ -535,22 +535,23 @@ def emit_source(spec: ResolvedSpec, graph: Graph, style: str = "functional") -> 
 
 
 class KerasEmitter:
-    """The `keras` backend: `emit(spec, graph, options)` -> the generated module."""
+    """The `keras` backend: `emit(spec, graph, {"style": ...})` -> the generated module."""
 
     name = "keras"
     file_suffix = ".py"
+    options: tuple[str, ...] = ("style",)
+    zoo_variants = (ZooVariant("keras"), ZooVariant("keras_subclass", {"style": "subclass"}))
 
     def emit(
-        self, spec: ResolvedSpec, graph: Graph, options: Mapping[str, object] | None = None
+        self, spec: ResolvedSpec, graph: Graph, options: Mapping[str, Any] | None = None
     ) -> Artifact:
-        options = dict(options or {})
-        style = options.pop("style", "functional")
+        options = options or {}
+        check_options(self, options)
+        style = options.get("style", "functional")
         if style not in STYLES:
             raise BackendError(
-                f"keras backend: unknown style {style!r} (known: {', '.join(STYLES)})"
+                f"backend 'keras' has no style {style!r} (styles: {', '.join(STYLES)})"
             )
-        if options:
-            raise BackendError(f"keras backend: unsupported option(s) {', '.join(sorted(options))}")
         source = emit_source(spec, graph, str(style))
         return Artifact(f"{graph.name}{self.file_suffix}", source.encode())
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -27,7 +27,7 @@ from archspec_torch.ops import PRINTERS, Printed, init_call
 import archspec
 from archspec import ir
 from archspec.analysis import param_sets
-from archspec.backend import Artifact, BackendError
+from archspec.backend import Artifact, BackendError, ZooVariant, check_options
 from archspec.codegen.build import build_plan, locate
 from archspec.codegen.forward import Loop, Slot, Stmt, assign_vars
 from archspec.codegen.layout import (
@@ -687,6 +687,11 @@ class TorchEmitter:
 
     name = "torch"
     file_suffix = ".py"
+    options: tuple[str, ...] = ()
+    zoo_variants = (ZooVariant("torch"),)
 
-    def emit(self, spec: ResolvedSpec, graph: Graph) -> Artifact:
+    def emit(
+        self, spec: ResolvedSpec, graph: Graph, options: Mapping[str, Any] | None = None
+    ) -> Artifact:
+        check_options(self, options or {})
         return Artifact(f"{graph.name}{self.file_suffix}", emit_source(spec, graph).encode())

@@ -41,9 +41,12 @@ def test_wheel_contents(wheel: Path) -> None:
         assert f"archspec_specs/{spec}.yaml" in names
     assert "archspec_specs/lib/resnet.yaml" in names
     assert "archspec_torch/__init__.py" in names
+    assert "archspec/codegen/plan.py" in names
+    assert {"archspec_keras/runtime.py", "archspec_keras/templates/module.py.j2"} <= names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[archspec.backends]" in text and "torch = archspec_torch:backend" in text
+    assert "keras = archspec_keras:backend" in text
     assert "[archspec.parity]" in text and "torch = archspec_torch.parity:runner" in text
     assert "archspec = archspec.cli:main" in text
 

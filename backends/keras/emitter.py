@@ -146,6 +146,7 @@ class FunctionPrinter:
         self.slots: dict[int, Slot] = {}
         self.prologue: list[str] = []  # shared layers, built once
         self.shared: dict[str, str] = {}
+        self.index: str | None = None  # the stage loops' variable
         self.locals = Namespace(
             RESERVED
             | module.reserved
@@ -223,7 +224,17 @@ class FunctionPrinter:
         printed = self.printed(step, names.of(step.key))
         if printed.merge is not None:
             return [merge_app(printed.merge)], None
-        return [layer_app(code) for code in printed.chain], printed.note
+        chain = printed.chain[-1:] if self.one_pixel(step) else printed.chain
+        return [layer_app(code) for code in chain], printed.note
+
+    def one_pixel(self, step: OpStep) -> bool:
+        """A flatten of a map that is 1x1 for every input size needs no C,H,W permute."""
+        graph = self.module.plan.graph
+        producers = [graph.node(n.inputs[0]).op for n in step.nodes]
+        return step.op.kind == "flatten" and all(
+            getattr(op, "keepdims", False) or getattr(op, "output_size", None) == (1, 1)
+            for op in producers
+        )
 
     def printed(self, step: OpStep, name: str) -> Layers:
         printed = PRINTERS[step.op.kind](step.op, step.args, name)
@@ -298,7 +309,9 @@ class FunctionPrinter:
     def stage_loop(
         self, entries: list[tuple[str, BlockCall]], stage: Names, pre: Slot, body: list[Any]
     ) -> Slot:
-        index = self.locals.new("i")
+        if self.index is None:  # one name serves every stage loop of the function
+            self.index = self.locals.new("i")
+        index = self.index
         keys = [k for k, _ in entries]
         prefix, first = numbered(keys)
         name = stage.of(f"{prefix}{{{index}}}")
@@ -353,7 +366,7 @@ class FunctionPrinter:
         x = self.slot(cls.inputs[0])
         lines, outputs = self.body_lines(Names(True), x)
         if re.search(r"\bin_channels\b", "\n".join(lines)):
-            lines.insert(len(self.prologue), f"in_channels = {x.var}.shape[-1]")
+            lines.insert(0, f"in_channels = {x.var}.shape[-1]")
         params = [p.py for p in cls.params if p.default is REQUIRED]
         params += [e.py for e in cls.extra]
         params += [f"{p.py}={literal(p.default)}" for p in cls.params if p.default is not REQUIRED]

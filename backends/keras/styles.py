@@ -154,7 +154,7 @@ class LayerPrinter(FunctionPrinter):
         if printed.merge is not None:
             return [merge_app(self.place(printed.merge, attr, step.cond))], None
         apps = []
-        for code in printed.chain:
+        for code in printed.chain[-1:] if self.one_pixel(step) else printed.chain:
             suffix = layer_suffix(code, name)
             apps.append(layer_app(self.place(code, attr + suffix, step.cond)))
         return apps, printed.note

@@ -151,18 +151,17 @@ def densenet121(num_classes=1000, input_shape=(224, 224, 3)):
     for i in range(1, 7):
         x = dense_layer(x, growth_rate=32, name=f"features_denseblock1_denselayer{i}")
     x = transition(x, name="features_transition1")
-    for i_1 in range(1, 13):
-        x = dense_layer(x, growth_rate=32, name=f"features_denseblock2_denselayer{i_1}")
+    for i in range(1, 13):
+        x = dense_layer(x, growth_rate=32, name=f"features_denseblock2_denselayer{i}")
     x = transition(x, name="features_transition2")
-    for i_2 in range(1, 25):
-        x = dense_layer(x, growth_rate=32, name=f"features_denseblock3_denselayer{i_2}")
+    for i in range(1, 25):
+        x = dense_layer(x, growth_rate=32, name=f"features_denseblock3_denselayer{i}")
     x = transition(x, name="features_transition3")
-    for i_3 in range(1, 17):
-        x = dense_layer(x, growth_rate=32, name=f"features_denseblock4_denselayer{i_3}")
+    for i in range(1, 17):
+        x = dense_layer(x, growth_rate=32, name=f"features_denseblock4_denselayer{i}")
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="features_norm5")(x)
     x = layers.ReLU(name="relu")(x)
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)
-    x = layers.Permute((3, 1, 2), name="flatten_chw")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(
         num_classes,

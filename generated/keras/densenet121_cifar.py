@@ -80,14 +80,14 @@ def densenet121_cifar(num_classes=10, input_shape=(32, 32, 3)):
     for i in range(6):
         x = bottleneck(x, growth_rate=32, name=f"dense1_{i}")
     x = transition(x, theta=0.5, name="trans1")
-    for i_1 in range(12):
-        x = bottleneck(x, growth_rate=32, name=f"dense2_{i_1}")
+    for i in range(12):
+        x = bottleneck(x, growth_rate=32, name=f"dense2_{i}")
     x = transition(x, theta=0.5, name="trans2")
-    for i_2 in range(24):
-        x = bottleneck(x, growth_rate=32, name=f"dense3_{i_2}")
+    for i in range(24):
+        x = bottleneck(x, growth_rate=32, name=f"dense3_{i}")
     x = transition(x, theta=0.5, name="trans3")
-    for i_3 in range(16):
-        x = bottleneck(x, growth_rate=32, name=f"dense4_{i_3}")
+    for i in range(16):
+        x = bottleneck(x, growth_rate=32, name=f"dense4_{i}")
     x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn")(x)
     x = layers.ReLU(name="relu")(x)
     x = layers.AveragePooling2D(4, name="pool")(x)

@@ -172,7 +172,6 @@ def resnet18(num_classes=1000, input_shape=(224, 224, 3)):
     x = basic_block(x, planes=512, stride=2, name="layer4_0")
     x = basic_block(x, planes=512, name="layer4_1")
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)
-    x = layers.Permute((3, 1, 2), name="flatten_chw")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(
         num_classes,

@@ -175,16 +175,15 @@ def resnet50(num_classes=1000, input_shape=(224, 224, 3)):
     for i in range(3):
         x = bottleneck(x, planes=64, name=f"layer1_{i}")
     x = bottleneck(x, planes=128, stride=2, name="layer2_0")
-    for i_1 in range(1, 4):
-        x = bottleneck(x, planes=128, name=f"layer2_{i_1}")
+    for i in range(1, 4):
+        x = bottleneck(x, planes=128, name=f"layer2_{i}")
     x = bottleneck(x, planes=256, stride=2, name="layer3_0")
-    for i_2 in range(1, 6):
-        x = bottleneck(x, planes=256, name=f"layer3_{i_2}")
+    for i in range(1, 6):
+        x = bottleneck(x, planes=256, name=f"layer3_{i}")
     x = bottleneck(x, planes=512, stride=2, name="layer4_0")
     x = bottleneck(x, planes=512, name="layer4_1")
     x = bottleneck(x, planes=512, name="layer4_2")
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)
-    x = layers.Permute((3, 1, 2), name="flatten_chw")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(
         num_classes,

@@ -48,8 +48,8 @@ def resnet50_v1(num_classes=1000, input_shape=(224, 224, 3)):
     for i in range(2, 5):
         x = bottleneck(x, filters=128, conv_shortcut=False, name=f"conv3_block{i}")
     x = bottleneck(x, filters=256, stride=2, name="conv4_block1")
-    for i_1 in range(2, 7):
-        x = bottleneck(x, filters=256, conv_shortcut=False, name=f"conv4_block{i_1}")
+    for i in range(2, 7):
+        x = bottleneck(x, filters=256, conv_shortcut=False, name=f"conv4_block{i}")
     x = bottleneck(x, filters=512, stride=2, name="conv5_block1")
     x = bottleneck(x, filters=512, conv_shortcut=False, name="conv5_block2")
     x = bottleneck(x, filters=512, conv_shortcut=False, name="conv5_block3")

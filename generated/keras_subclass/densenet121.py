@@ -271,7 +271,6 @@ class Densenet121(keras.Model):
         )
         self.relu = layers.ReLU(name="relu")
         self.avgpool = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")
-        self.flatten_chw = layers.Permute((3, 1, 2), name="flatten_chw")
         self.flatten = layers.Flatten(name="flatten")
         self.classifier = layers.Dense(
             num_classes,
@@ -300,7 +299,6 @@ class Densenet121(keras.Model):
         x = self.features_norm5(x)
         x = self.relu(x)
         x = self.avgpool(x)
-        x = self.flatten_chw(x)
         x = self.flatten(x)
         x = self.classifier(x)
         return x

@@ -229,7 +229,6 @@ class Resnet34(keras.Model):
             BasicBlock(512, planes=512, name="layer4_2"),
         ]
         self.avgpool = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")
-        self.flatten_chw = layers.Permute((3, 1, 2), name="flatten_chw")
         self.flatten = layers.Flatten(name="flatten")
         self.fc = layers.Dense(
             num_classes,
@@ -254,7 +253,6 @@ class Resnet34(keras.Model):
         for block_3 in self.layer4:
             x = block_3(x)
         x = self.avgpool(x)
-        x = self.flatten_chw(x)
         x = self.flatten(x)
         x = self.fc(x)
         return x

@@ -243,7 +243,6 @@ class Resnet50(keras.Model):
             Bottleneck(2048, planes=512, name="layer4_2"),
         ]
         self.avgpool = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")
-        self.flatten_chw = layers.Permute((3, 1, 2), name="flatten_chw")
         self.flatten = layers.Flatten(name="flatten")
         self.fc = layers.Dense(
             num_classes,
@@ -268,7 +267,6 @@ class Resnet50(keras.Model):
         for block_3 in self.layer4:
             x = block_3(x)
         x = self.avgpool(x)
-        x = self.flatten_chw(x)
         x = self.flatten(x)
         x = self.fc(x)
         return x

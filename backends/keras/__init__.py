@@ -7,8 +7,6 @@ import Keras; importing generated code (`generate_model`) and `archspec_keras.we
 
 from __future__ import annotations
 
-import importlib.util
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 from archspec_keras.emitter import KerasEmitter, emit_source
 from archspec_keras.ops import KerasEmitError
 
+from archspec.codegen.printers import import_artifact
 from archspec.ir import Graph
 from archspec.lower import lower
 from archspec.registry import ResolvedSpec, load
@@ -39,14 +38,6 @@ def generate_module(
     spec = target if isinstance(target, ResolvedSpec) else load(target)
     graph = lower(spec, overrides, input_size)
     artifact = backend.emit(spec, graph, {"style": style})
-    folder = (
-        Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="archspec_"))
-    )
-    path = folder / artifact.filename
-    path.write_bytes(artifact.content)
     name = f"archspec_generated_keras_{style}_{graph.name}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = import_artifact(artifact, name, directory)
     return module, graph

@@ -18,6 +18,7 @@ from archspec import ir
 from archspec.backend import BackendError
 from archspec.codegen.layout import Call, Code, Kw, literal, pair_src
 from archspec.codegen.plan import VARIES, Args, PadPlan
+from archspec.codegen.printers import PrinterTable
 
 
 class KerasEmitError(BackendError):
@@ -36,17 +37,8 @@ class Layers:
 
 
 Printer = Callable[[ir.Op, Args, str], Layers]
-PRINTERS: dict[str, Printer] = {}
-
-
-def printer(kind: str) -> Callable[[Printer], Printer]:
-    def register(fn: Printer) -> Printer:
-        if kind in PRINTERS:
-            raise ValueError(f"two printers for op kind '{kind}'")
-        PRINTERS[kind] = fn
-        return fn
-
-    return register
+PRINTERS: PrinterTable[Printer] = PrinterTable()
+printer = PRINTERS.printer
 
 
 def suffixed(name: str, suffix: str) -> str:

@@ -6,14 +6,13 @@ import torch; importing generated code (`generate_module`) and `archspec_torch.w
 
 from __future__ import annotations
 
-import importlib.util
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from archspec_torch.emitter import TorchEmitError, TorchEmitter, emit_source
 
+from archspec.codegen.printers import import_artifact
 from archspec.ir import Graph
 from archspec.lower import lower
 from archspec.registry import ResolvedSpec, load
@@ -36,13 +35,5 @@ def generate_module(
     spec = target if isinstance(target, ResolvedSpec) else load(target)
     graph = lower(spec, overrides, input_size)
     artifact = backend.emit(spec, graph)
-    folder = (
-        Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="archspec_"))
-    )
-    path = folder / artifact.filename
-    path.write_bytes(artifact.content)
-    module_spec = importlib.util.spec_from_file_location(f"archspec_generated_{graph.name}", path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = import_artifact(artifact, f"archspec_generated_{graph.name}", directory)
     return module, graph

@@ -18,6 +18,7 @@ from typing import Any
 from archspec import ir
 from archspec.codegen.layout import Call, Code, Kw, flat
 from archspec.codegen.plan import Args
+from archspec.codegen.printers import PrinterTable
 
 
 @dataclass(frozen=True)
@@ -31,17 +32,8 @@ class Printed:
 
 
 Printer = Callable[[ir.Op, Args], Printed]
-PRINTERS: dict[str, Printer] = {}
-
-
-def printer(kind: str) -> Callable[[Printer], Printer]:
-    def register(fn: Printer) -> Printer:
-        if kind in PRINTERS:
-            raise ValueError(f"two printers for op kind '{kind}'")
-        PRINTERS[kind] = fn
-        return fn
-
-    return register
+PRINTERS: PrinterTable[Printer] = PrinterTable()
+printer = PRINTERS.printer
 
 
 def kw(a: Args, name: str, field: str, default: Any) -> list[Kw]:

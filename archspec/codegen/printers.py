@@ -14,6 +14,8 @@ from typing import Any, Generic, TypeVar
 import jinja2
 
 from archspec.backend import Artifact
+from archspec.codegen.layout import docstring, header_lines
+from archspec.ir import Graph
 
 P = TypeVar("P", bound=Callable[..., Any])
 
@@ -40,6 +42,18 @@ def templates(package: str) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
+    )
+
+
+def render_file(package: str, graph: Graph, sections: list[str], **parts: Any) -> str:
+    """A generated Python file: `package`'s module.py.j2 with the header, the spec's
+    description as module docstring, the sections (helpers, classes, factory) and `parts`."""
+    template = templates(package).get_template("module.py.j2")
+    return template.render(
+        header=header_lines(graph.spec_file),
+        module_doc=docstring(graph.description, 0),
+        sections=sections,
+        **parts,
     )
 
 

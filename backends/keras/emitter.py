@@ -23,11 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
 from archspec_keras.helpers import helper_imports, helper_names, helper_sources
 from archspec_keras.ops import PRINTERS, KerasEmitError, Layers
 
 from archspec.backend import Artifact, BackendError, ZooVariant, check_options
+from archspec.codegen import plan
 from archspec.codegen.build import build_plan, locate
 from archspec.codegen.forward import Loop, Slot, Stmt, assign_vars
 from archspec.codegen.layout import (
@@ -38,24 +38,11 @@ from archspec.codegen.layout import (
     Namespace,
     docstring,
     flat,
-    header_lines,
     layout,
     literal,
     py_str,
 )
-from archspec.codegen.plan import (
-    REQUIRED,
-    BlockCall,
-    BlockStep,
-    ClassPlan,
-    GroupStep,
-    ModulePlan,
-    OpStep,
-    RepeatStep,
-    Step,
-    Value,
-)
-from archspec.codegen.printers import templates as backend_templates
+from archspec.codegen.printers import render_file
 from archspec.ir import Graph
 from archspec.registry import ResolvedSpec
 
@@ -139,7 +126,7 @@ class Names:
 class FunctionPrinter:
     """One function of the functional style: a block type's, or the model's body."""
 
-    def __init__(self, module: ModulePrinter, cls: ClassPlan) -> None:
+    def __init__(self, module: ModulePrinter, cls: plan.ClassPlan) -> None:
         self.module = module
         self.cls = cls
         self.slots: dict[int, Slot] = {}
@@ -154,18 +141,18 @@ class FunctionPrinter:
             | set(module.functions.values())
         )
 
-    def slot(self, value: Value) -> Slot:
+    def slot(self, value: plan.Value) -> Slot:
         if id(value) not in self.slots:
             self.slots[id(value)] = Slot(value.local)
         return self.slots[id(value)]
 
-    def alias(self, value: Value, same: Value) -> None:
+    def alias(self, value: plan.Value, same: plan.Value) -> None:
         self.slots[id(value)] = self.slot(same)
 
     def apply(
         self,
         body: list[Any],
-        inputs: list[Value] | list[Slot],
+        inputs: list[plan.Value] | list[Slot],
         out: Slot,
         apps: list[Application],
         cond: str | None = None,
@@ -180,7 +167,7 @@ class FunctionPrinter:
 
     # ------------------------------------------------------------------ steps
 
-    def steps(self, steps: list[Step], names: Names, body: list[Any]) -> None:
+    def steps(self, steps: list[plan.Step], names: Names, body: list[Any]) -> None:
         for step in steps:
             try:
                 self.step(step, names, body)
@@ -188,14 +175,14 @@ class FunctionPrinter:
                 graph = self.module.plan.graph
                 raise locate(graph, self.module.spec, step.path, exc, "keras") from None
 
-    def step(self, step: Step, names: Names, body: list[Any]) -> None:
-        if isinstance(step, OpStep):
+    def step(self, step: plan.Step, names: Names, body: list[Any]) -> None:
+        if isinstance(step, plan.OpStep):
             apps, note = self.op_apps(step, names)
             cond = self.test(step.cond)
             self.apply(body, list(step.inputs), self.slot(step.out), apps, cond, note)
-        elif isinstance(step, BlockStep):
+        elif isinstance(step, plan.BlockStep):
             self.block(step, names, body)
-        elif isinstance(step, GroupStep):
+        elif isinstance(step, plan.GroupStep):
             if step.cond is None:
                 self.steps(step.body, names.inner(step.key), body)
                 self.alias(step.out, step.last)
@@ -216,7 +203,7 @@ class FunctionPrinter:
         """The forward code's test for a member that exists under `cond`."""
         return cond
 
-    def op_apps(self, step: OpStep, names: Names) -> tuple[list[Application], str | None]:
+    def op_apps(self, step: plan.OpStep, names: Names) -> tuple[list[Application], str | None]:
         if step.share:
             var = self.shared_layer(step, names)
             return [lambda xs: (var, f"({xs[0]})")], None
@@ -226,7 +213,7 @@ class FunctionPrinter:
         chain = printed.chain[-1:] if self.one_pixel(step) else printed.chain
         return [layer_app(code) for code in chain], printed.note
 
-    def one_pixel(self, step: OpStep) -> bool:
+    def one_pixel(self, step: plan.OpStep) -> bool:
         """A flatten of a map that is 1x1 for every input size needs no C,H,W permute."""
         graph = self.module.plan.graph
         producers = [graph.node(n.inputs[0]).op for n in step.nodes]
@@ -235,12 +222,12 @@ class FunctionPrinter:
             for op in producers
         )
 
-    def printed(self, step: OpStep, name: str) -> Layers:
+    def printed(self, step: plan.OpStep, name: str) -> Layers:
         printed = PRINTERS[step.op.kind](step.op, step.args, name)
         self.module.needs |= printed.needs
         return printed
 
-    def shared_layer(self, step: OpStep, names: Names) -> str:
+    def shared_layer(self, step: plan.OpStep, names: Names) -> str:
         """A shared group's one layer, built before the body and called at every use."""
         group = step.share
         assert group is not None
@@ -256,31 +243,45 @@ class FunctionPrinter:
             self.shared[group] = var
         return self.shared[group]
 
-    def chain_apps(self, steps: list[Step], names: Names) -> list[Application]:
+    def chain_leaves(
+        self, steps: list[plan.Step], names: Names
+    ) -> list[tuple[plan.OpStep, Names] | tuple[plan.BlockCall, str]]:
+        """The ops (with their scope's names) and block calls (with their layer name) a
+        chain applies, in order."""
+        leaves: list[tuple[plan.OpStep, Names] | tuple[plan.BlockCall, str]] = []
+        for step in steps:
+            if isinstance(step, plan.OpStep):
+                leaves.append((step, names))
+            elif isinstance(step, plan.BlockStep):
+                calls = [(step.key, step.call)] if step.call else list(step.stage or ())
+                prefix = names.inner(step.key) if step.stage else names
+                leaves += [(call, prefix.of(key)) for key, call in calls]
+            elif isinstance(step, plan.GroupStep):
+                leaves += self.chain_leaves(step.body, names.inner(step.key))
+            else:
+                assert isinstance(step, plan.RepeatStep) and step.unrolled is not None
+                for it in step.unrolled:
+                    leaves += self.chain_leaves(it.body, names.inner(step.key).inner(it.key))
+        return leaves
+
+    def chain_apps(self, steps: list[plan.Step], names: Names) -> list[Application]:
         """A chain's steps as applications of one variable, in order."""
         apps: list[Application] = []
-        for step in steps:
-            if isinstance(step, OpStep):
-                apps += self.op_apps(step, names)[0]
-            elif isinstance(step, BlockStep):
-                calls = [(step.key, step.call)] if step.call else list(step.stage or ())
-                for key, call in calls:
-                    prefix = names.inner(step.key) if step.stage else names
-                    apps.append(self.call_app(call, prefix.of(key)))
-            elif isinstance(step, GroupStep):
-                apps += self.chain_apps(step.body, names.inner(step.key))
+        for leaf, where in self.chain_leaves(steps, names):
+            if isinstance(leaf, plan.OpStep):
+                assert isinstance(where, Names)
+                apps += self.op_apps(leaf, where)[0]
             else:
-                assert isinstance(step, RepeatStep) and step.unrolled is not None
-                for it in step.unrolled:
-                    apps += self.chain_apps(it.body, names.inner(step.key).inner(it.key))
+                assert isinstance(where, str)
+                apps.append(self.call_app(leaf, where))
         return apps
 
-    def call_app(self, call: BlockCall, name: str) -> Application:
+    def call_app(self, call: plan.BlockCall, name: str) -> Application:
         func = self.module.functions[call.block]
         kws = [Kw(k, a.src) for k, a in call.args if k is not None]
         return lambda xs: (Call(func, (xs[0], *kws, Kw("name", name))), "")
 
-    def block(self, step: BlockStep, names: Names, body: list[Any]) -> None:
+    def block(self, step: plan.BlockStep, names: Names, body: list[Any]) -> None:
         if step.call is not None:
             app = self.call_app(step.call, names.of(step.key))
             self.apply(body, [step.input], self.slot(step.out), [app], step.cond)
@@ -306,7 +307,7 @@ class FunctionPrinter:
         self.slots[id(step.out)] = current
 
     def stage_loop(
-        self, entries: list[tuple[str, BlockCall]], stage: Names, pre: Slot, body: list[Any]
+        self, entries: list[tuple[str, plan.BlockCall]], stage: Names, pre: Slot, body: list[Any]
     ) -> Slot:
         if self.index is None:  # one name serves every stage loop of the function
             self.index = self.locals.new("i")
@@ -327,7 +328,7 @@ class FunctionPrinter:
         body.append(loop)
         return result
 
-    def loop(self, step: RepeatStep, names: Names, body: list[Any]) -> None:
+    def loop(self, step: plan.RepeatStep, names: Names, body: list[Any]) -> None:
         loop = step.loop
         assert loop is not None
         index = loop.var if loop.var != "_" else self.locals.new("i")
@@ -366,9 +367,11 @@ class FunctionPrinter:
         lines, outputs = self.body_lines(Names(True), x)
         if re.search(r"\bin_channels\b", "\n".join(lines)):
             lines.insert(0, f"in_channels = {x.var}.shape[-1]")
-        params = [p.py for p in cls.params if p.default is REQUIRED]
+        params = [p.py for p in cls.params if p.default is plan.REQUIRED]
         params += [e.py for e in cls.extra]
-        params += [f"{p.py}={literal(p.default)}" for p in cls.params if p.default is not REQUIRED]
+        params += [
+            f"{p.py}={literal(p.default)}" for p in cls.params if p.default is not plan.REQUIRED
+        ]
         func = self.module.functions[cls.name]
         signature = layout("def ", Call(func, (str(x.var), *params, "*", "name")), ":")
         doc = docstring(cls.doc, 4)
@@ -408,7 +411,7 @@ def keras_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(d) for d in nhwc) + ("," if len(nhwc) == 1 else "") + ")"
 
 
-def same_calls(entries: list[tuple[str, BlockCall]], start: int) -> int:
+def same_calls(entries: list[tuple[str, plan.BlockCall]], start: int) -> int:
     """How many entries from `start` call the block with the same arguments (in_channels
     aside: a Keras block reads it from its input) under consecutive numbered keys."""
     head = entries[start][1]
@@ -488,7 +491,7 @@ def emit_body(body: list[Any], base: int, acc: str = "x") -> list[str]:
 @dataclass
 class ModulePrinter:
     spec: ResolvedSpec
-    plan: ModulePlan
+    plan: plan.ModulePlan
     reserved: frozenset[str]
     needs: set[str] = field(default_factory=set)
     functions: dict[str, str] = field(default_factory=dict)  # block type -> function name
@@ -505,37 +508,29 @@ class ModulePrinter:
         return render_module(self.plan, [*blocks, model], self.needs)
 
 
-def render_module(plan: ModulePlan, sections: list[str], needs: set[str]) -> str:
-    graph = plan.graph
+def render_module(module_plan: plan.ModulePlan, sections: list[str], needs: set[str]) -> str:
+    graph = module_plan.graph
     helpers = helper_sources(needs) if needs else ""
     imports = set(helper_imports(needs)) if needs else set()
     body = "\n".join(sections)
-    return (
-        templates()
-        .get_template("module.py.j2")
-        .render(
-            header=header_lines(graph.spec_file),
-            module_doc=docstring(graph.description, 0),
-            math="math" in imports or "math." in body,
-            layers="layers." in body or "layers." in helpers,
-            sections=[s for s in [helpers, *sections] if s],
-        )
+    return render_file(
+        "archspec_keras",
+        graph,
+        [s for s in [helpers, *sections] if s],
+        math="math" in imports or "math." in body,
+        layers="layers." in body or "layers." in helpers,
     )
-
-
-def templates() -> jinja2.Environment:
-    return backend_templates("archspec_keras")
 
 
 def emit_source(spec: ResolvedSpec, graph: Graph, style: str = "functional") -> str:
     check_layer_names(graph)
     reserved = RESERVED
-    plan = build_plan(spec, graph, reserved)
+    module_plan = build_plan(spec, graph, reserved)
     if style == "subclass":
         from archspec_keras.styles import subclass_source
 
-        return subclass_source(spec, plan, reserved)
-    return ModulePrinter(spec, plan, reserved).source()
+        return subclass_source(spec, module_plan, reserved)
+    return ModulePrinter(spec, module_plan, reserved).source()
 
 
 class KerasEmitter:

@@ -182,19 +182,13 @@ class LayerPrinter(FunctionPrinter):
     def chain_codes(self, steps: list[Step], names: Names) -> list[Code]:
         """The layers a chain applies in order (for one keras.Sequential)."""
         codes: list[Code] = []
-        for step in steps:
-            if isinstance(step, OpStep):
-                codes += self.printed(step, names.of(step.key)).chain
-            elif isinstance(step, BlockStep):
-                calls = [(step.key, step.call)] if step.call else list(step.stage or ())
-                prefix = names.inner(step.key) if step.stage else names
-                codes += [self.ctor(call, prefix.of(key)) for key, call in calls]
-            elif isinstance(step, GroupStep):
-                codes += self.chain_codes(step.body, names.inner(step.key))
+        for leaf, where in self.chain_leaves(steps, names):
+            if isinstance(leaf, OpStep):
+                assert isinstance(where, Names)
+                codes += self.printed(leaf, where.of(leaf.key)).chain
             else:
-                assert isinstance(step, RepeatStep) and step.unrolled is not None
-                for it in step.unrolled:
-                    codes += self.chain_codes(it.body, names.inner(step.key).inner(it.key))
+                assert isinstance(where, str)
+                codes.append(self.ctor(leaf, where))
         return codes
 
     def ctor(self, call: BlockCall, name: str) -> Code:

@@ -38,7 +38,6 @@ from archspec.codegen.layout import (
     Starred,
     docstring,
     flat,
-    header_lines,
     layout,
     literal,
     py_str,
@@ -57,6 +56,7 @@ from archspec.codegen.plan import (
     Step,
     Value,
 )
+from archspec.codegen.printers import render_file
 from archspec.codegen.printers import templates as backend_templates
 from archspec.errors import SpecError
 from archspec.ir import Graph
@@ -647,16 +647,7 @@ def module_source(spec: ResolvedSpec, plan: ModulePlan) -> str:
     sections += [c.rstrip() for c in blocks]
     sections += [model_src.rstrip(), "\n".join(factory)]
     body = "\n".join(sections)
-    return (
-        templates()
-        .get_template("module.py.j2")
-        .render(
-            header=header_lines(graph.spec_file),
-            module_doc=docstring(graph.description, 0),
-            sections=sections,
-            uses=uses(body),
-        )
-    )
+    return render_file("archspec_torch", graph, sections, uses=uses(body))
 
 
 HELPERS = ("same_sides", "padded_conv2d", "PaddedMaxPool2d", "PaddedAvgPool2d", "variance_scaling")

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+
+# TensorFlow (Keras's default backend) imported before triton (torch.compile's compiler)
+# makes triton's import segfault the process; the Keras tests share processes with the
+# torch.compile tests, so triton, when installed, is imported first (0.3 s).
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """The Keras weight adapter: bitwise round trips on hand-built models that follow the
 naming contract (functional and subclassed; shared layer, grouped and depthwise conv,
-BatchNorm without affine, Dense after a channels-last flatten), outputs equal to the
+BatchNorm without affine and on (N, F), Dense after a channels-last flatten), outputs equal to the
 generated torch model with the same WeightSet, every problem in one error, and the
 keras.applications name mappings."""
 
@@ -37,6 +37,7 @@ body:
         - bn: {op: batch_norm}
   - flatten: {op: flatten}
   - fc: {op: linear, out: 5}
+  - head_bn: {op: batch_norm}
 """
 
 
@@ -68,6 +69,7 @@ def _layers(names: dict[str, str] | None = None, fc: int = 5) -> dict[str, layer
         "mix": layers.Conv2D(16, 1, name=n("mix")),  # one layer, called twice
         "bn": layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=n("features_bn")),
         "fc": layers.Dense(fc, name=n("fc")),
+        "head_bn": layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=n("head_bn")),
     }
 
 
@@ -81,7 +83,7 @@ def functional_probe(**kwargs) -> keras.Model:
     p = _layers(**kwargs)
     inputs = keras.Input((9, 8, 4))
     x = layers.Flatten()(layers.Permute((3, 1, 2))(_features(p, inputs)))
-    return keras.Model(inputs, p["fc"](x), name="probe")
+    return keras.Model(inputs, p["head_bn"](p["fc"](x)), name="probe")
 
 
 class Features(keras.layers.Layer):
@@ -100,9 +102,10 @@ class SubclassProbe(keras.Model):
         self.permute = layers.Permute((3, 1, 2))
         self.flatten = layers.Flatten()
         self.fc = self.features.parts["fc"]
+        self.head_bn = self.features.parts["head_bn"]
 
     def call(self, x):
-        return self.fc(self.flatten(self.permute(self.features(x))))
+        return self.head_bn(self.fc(self.flatten(self.permute(self.features(x)))))
 
 
 def subclass_probe() -> keras.Model:
@@ -163,8 +166,8 @@ def test_every_problem_is_reported_at_once(probe) -> None:
     message = str(err.value)
     assert "missing 1: layer 'features_stem' (for features.stem)" in message
     assert "unexpected 1: layer 'stem'" in message
-    assert "wrong shape 2: fc/kernel: expected (192, 5), got (192, 6)" in message
-    assert "fc/bias: expected (5,), got (6,)" in message
+    assert "wrong shape 6: fc/kernel: expected (192, 5), got (192, 6)" in message
+    assert "head_bn/moving_variance: expected (5,), got (6,)" in message
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
@@ -174,7 +177,8 @@ def test_missing_and_unexpected_variables(probe) -> None:
     p = _layers()
     p["norm"] = layers.BatchNormalization(name="features_norm")  # affine, the IR's is not
     p["bn"] = layers.BatchNormalization(center=False, name="features_bn")  # no beta
-    model = keras.Model(inputs, p["fc"](layers.Flatten()(_features(p, inputs))))
+    x = p["fc"](layers.Flatten()(_features(p, inputs)))
+    model = keras.Model(inputs, p["head_bn"](x))
     with pytest.raises(WeightError) as err:
         from_keras(model, graph)
     message = str(err.value)

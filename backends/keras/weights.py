@@ -169,7 +169,7 @@ def _bind(
         problems["missing"] += [
             f"{name} (in layer '{layer_name}')"
             for name in expected
-            if name.startswith(f"{prefix}.") and name not in bound
+            if name.rsplit(".", 1)[0] == prefix and name not in bound
         ]
     problems["unexpected"] += [f"layer '{n}'" for n in layers if n not in claimed]
     found = [f"{what} {len(items)}: {_preview(items)}" for what, items in problems.items() if items]

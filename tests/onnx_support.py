@@ -1,0 +1,49 @@
+"""Helpers shared by the ONNX backend tests: running a model, comparing, inferred shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from archspec_onnx.model import serialize
+from onnx import shape_inference
+
+from archspec.ir import Graph
+
+
+def runner(model: onnx.ModelProto, graph: Graph) -> Callable[[np.ndarray], np.ndarray]:
+    """x -> the model's first output in onnxruntime (CPU, default session options)."""
+    session = ort.InferenceSession(serialize(model), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {graph.inputs[0]: x})[0]
+
+
+def run(model: onnx.ModelProto, graph: Graph, x: np.ndarray) -> np.ndarray:
+    return runner(model, graph)(x)
+
+
+def errors(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """(relative L2 error, max abs error / max(1, max |ref|)): DESIGN.md's two measures."""
+    ref64 = ref.astype(np.float64)
+    diff = ours.astype(np.float64) - ref64
+    return (
+        float(np.linalg.norm(diff) / np.linalg.norm(ref64)),
+        float(np.abs(diff).max() / max(1.0, np.abs(ref64).max())),
+    )
+
+
+def assert_close(ours: np.ndarray, ref: np.ndarray, what: str = "") -> None:
+    """DESIGN.md's fp32 tolerance: relative L2 <= 1e-6, max abs <= 1e-4 * max(1, max|ref|)."""
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
+    rel, worst = errors(ours, ref)
+    assert rel <= 1e-6 and worst <= 1e-4, f"{what}: relative L2 {rel:.3g}, max abs {worst:.3g}"
+
+
+def inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | str]]:
+    """Every value's shape as ONNX shape inference (strict) sees it, batch dim included."""
+    inferred = shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    return {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values
+    }

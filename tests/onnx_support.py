@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+import torch
 from archspec_onnx.model import serialize
+from archspec_torch import generate_module
+from archspec_torch.weights import load_into
 from onnx import shape_inference
 
 from archspec.ir import Graph
+from archspec.weights import WeightSet
 
 
 def runner(model: onnx.ModelProto, graph: Graph) -> Callable[[np.ndarray], np.ndarray]:
@@ -47,3 +53,30 @@ def inferred_shapes(model: onnx.ModelProto) -> dict[str, list[int | str]]:
     return {
         v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values
     }
+
+
+def torch_reference(
+    target: str | Path, size: tuple[int, int] | None, weights: WeightSet | None = None
+) -> tuple[Graph, WeightSet, Callable[[np.ndarray], np.ndarray]]:
+    """The generated torch model of a spec with seeded weights, run in float64 (the exact
+    answer to fp32 rounding): (graph, weights, x -> output)."""
+    module, graph = generate_module(target, input_size=size)
+    weights = weights if weights is not None else WeightSet.random(graph, seed=0)
+    model = load_into(getattr(module, graph.name)(), weights, graph).eval().double()
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x).double()).numpy()
+
+    return graph, weights, forward
+
+
+def write_spec(folder: Path, name: str, data: dict) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def sample(graph: Graph, batch: int, seed: int = 1) -> np.ndarray:
+    shape = (batch, *graph.node(graph.inputs[0]).shape)
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)

@@ -7,9 +7,10 @@ framework (only running or converting weights may).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from archspec.errors import suggest
 from archspec.ir import Graph
@@ -26,12 +27,33 @@ class Artifact:
     content: bytes
 
 
+@dataclass(frozen=True)
+class ZooVariant:
+    """One folder of the checked-in zoo: `generated/<folder>/`, emitted with `options`."""
+
+    folder: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+# CLI flag -> option name. A backend lists the names it accepts in `Backend.options`.
+OPTION_FLAGS: dict[str, str] = {
+    "style": "--style",
+    "fold_bn": "--fold-bn",
+    "functions": "--functions",
+    "weights": "--weights",
+}
+
+
 @runtime_checkable
 class Backend(Protocol):
-    name: str  # "torch"
+    name: str  # "torch": the --backend name
     file_suffix: str  # ".py"
+    options: tuple[str, ...]  # option names it accepts (keys of OPTION_FLAGS, or its own)
+    zoo_variants: tuple[ZooVariant, ...]  # what `gen --all` writes for the zoo
 
-    def emit(self, spec: ResolvedSpec, graph: Graph) -> Artifact:
+    def emit(
+        self, spec: ResolvedSpec, graph: Graph, options: Mapping[str, Any] | None = None
+    ) -> Artifact:
         """Generate the artifact for one lowered spec (deterministic: same input, same bytes)."""
         ...
 
@@ -40,6 +62,17 @@ class BackendError(Exception):
     """A backend cannot be found or loaded, or cannot express a spec (the message says what).
 
     Backends raise subclasses of it; the CLI prints the message and exits 2."""
+
+
+def check_options(backend: Backend, options: Mapping[str, Any]) -> None:
+    """Refuse an option the backend does not take, naming the flag and what it does take."""
+    for name in options:
+        if name not in backend.options:
+            takes = ", ".join(OPTION_FLAGS.get(o, o) for o in backend.options) or "none"
+            raise BackendError(
+                f"backend '{backend.name}' has no option {OPTION_FLAGS.get(name, name)} "
+                f"(its options: {takes})"
+            )
 
 
 def available() -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -214,11 +215,28 @@ def graph(target: str, fmt: str, sets: tuple[str, ...], input_size: tuple[int, i
     "out_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Output folder (default: generated/<backend>).",
+    help="Output folder (default: generated/<backend>; with --all, the root of the tree).",
 )
 @click.option("--all", "all_specs", is_flag=True, help="Generate the whole zoo.")
 @click.option(
     "--check", is_flag=True, help="With --all: write nothing, exit 1 if any file is stale."
+)
+@click.option("--style", default=None, help="Source style, e.g. keras: functional|subclass.")
+@click.option("--fold-bn", is_flag=True, help="onnx: fold BatchNorm into the preceding conv.")
+@click.option("--functions", is_flag=True, help="onnx: one model-local function per block type.")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="onnx: weights to embed (a WeightSet .npz) instead of seeded random ones.",
+)
+@click.option(
+    "--force", is_flag=True, help="Replace existing files even if archspec did not write them."
+)
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="With --all -o DIR: remove files archspec wrote there that no spec generates now.",
 )
 @set_option
 def gen(
@@ -227,18 +245,39 @@ def gen(
     out_dir: str | None,
     all_specs: bool,
     check: bool,
+    style: str | None,
+    fold_bn: bool,
+    functions: bool,
+    weights: str | None,
+    force: bool,
+    prune: bool,
     sets: tuple[str, ...],
 ) -> None:
-    """Generate source for a spec (or, with --all, for the whole zoo)."""
+    """Generate source for a spec (or, with --all, for the whole zoo).
+
+    archspec only replaces or removes files it wrote (recorded in the folder's
+    .archspec-manifest.json, or carrying its header); your own files are left alone."""
     from archspec import backend as plugins
-    from archspec.generate import check_zoo, generate_one, generate_zoo, output_dir
+    from archspec.generate import check_zoo, generate_one, generate_zoo
 
     if all_specs == (target is not None):
         raise click.UsageError("give a spec NAME|FILE or --all (not both)")
     if check and not all_specs:
         raise click.UsageError("--check works with --all")
+    if prune and not all_specs:
+        raise click.UsageError("--prune works with --all")
     if sets and all_specs:
         raise click.UsageError("--set applies to one spec; the zoo is generated with its defaults")
+    given = {"style": style, "fold_bn": fold_bn or None, "functions": functions or None}
+    options: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if weights is not None:
+        options["weights"] = weights
+    if options and all_specs:
+        flags = ", ".join(plugins.OPTION_FLAGS[k] for k in options)
+        raise click.UsageError(
+            f"{flags}: the zoo is generated in every style its backends define; "
+            "give one spec to choose options"
+        )
     with reported():
         names = list(backends) or (plugins.available() if all_specs else [])
         if not names:
@@ -250,7 +289,6 @@ def gen(
         echo: Callable[[str], None] = click.echo
         if check:
             stale = check_zoo(chosen, out_dir)
-            folders = ", ".join(str(output_dir(be, out_dir)) for be in chosen)
             if stale:
                 again = " ".join(
                     ["archspec gen --all", *(f"--backend {n}" for n in backends)]
@@ -260,13 +298,15 @@ def gen(
                 for line in stale:
                     echo(f"  {line}")
                 sys.exit(1)
-            echo(f"fresh: {folders}")
+            root = Path(out_dir or "generated")
+            folders = sorted(str(root / v.folder) for be in chosen for v in be.zoo_variants)
+            echo(f"fresh: {', '.join(folders)}")
         elif all_specs:
-            generate_zoo(chosen, out_dir, echo)
+            generate_zoo(chosen, out_dir, echo, prune=prune)
         else:
             assert target is not None
             for be in chosen:
-                generate_one(be, target, parse_sets(sets), out_dir, echo)
+                generate_one(be, target, parse_sets(sets), options, out_dir, echo, force=force)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+
+# triton (imported by torchvision and torch.compile) segfaults when its LLVM is loaded after
+# TensorFlow's. Loading it first, before any test imports TensorFlow or Keras, avoids that.
+with contextlib.suppress(ImportError):
+    import triton  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 

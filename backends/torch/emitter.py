@@ -20,7 +20,7 @@ from __future__ import annotations
 import builtins
 import re
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path as FsPath
@@ -49,7 +49,7 @@ from archspec_torch.ops import (
 import archspec
 from archspec import ir
 from archspec.analysis import param_sets
-from archspec.backend import Artifact, BackendError
+from archspec.backend import Artifact, BackendError, ZooVariant, check_options
 from archspec.errors import SpecError
 from archspec.expr import (
     Binary,
@@ -1577,6 +1577,11 @@ class TorchEmitter:
 
     name = "torch"
     file_suffix = ".py"
+    options: tuple[str, ...] = ()
+    zoo_variants = (ZooVariant("torch"),)
 
-    def emit(self, spec: ResolvedSpec, graph: Graph) -> Artifact:
+    def emit(
+        self, spec: ResolvedSpec, graph: Graph, options: Mapping[str, Any] | None = None
+    ) -> Artifact:
+        check_options(self, options or {})
         return Artifact(f"{graph.name}{self.file_suffix}", emit_source(spec, graph).encode())

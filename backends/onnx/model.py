@@ -152,6 +152,14 @@ def serialize(model: onnx.ModelProto) -> bytes:
 
 
 def to_text(model: onnx.ModelProto, header: str) -> str:
-    """ONNX's textual syntax after a `#` comment header; weights shown as `{}` (not stored)."""
+    """ONNX's textual syntax after a `#` comment header, for a weightless model (each
+    initializer `float[64,3,7,7] "conv1.weight" = {}`), one initializer per line so that
+    diffs stay readable; `onnx.parser.parse_model` reads it back."""
     comment = "".join(f"# {line}\n" for line in header.splitlines())
-    return comment + printer.to_text(model).rstrip() + "\n"
+    lines = printer.to_text(model).rstrip().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("   <") and line.endswith("{}>"):  # the initializer list
+            entries = line.strip()[1:-1].split(", ")
+            lines[i] = "   <\n" + ",\n".join(f"      {e.replace('=  {}', '= {}')}" for e in entries)
+            lines[i] += "\n   >"
+    return comment + "\n".join(lines) + "\n"

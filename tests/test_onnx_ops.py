@@ -246,3 +246,65 @@ def test_fold_bn_keeps_shared_convs_unfolded(tmp_path: Path) -> None:
     assert readers == ["a", "b"]
     x = sample(graph, 2)
     assert_close(runner(model, graph)(x), expected(x), "shared conv with --fold-bn")
+
+
+NESTED = {
+    "inputs": {"image": [3, 10, 10]},
+    "blocks": {
+        "Inner": {
+            "params": {"width": "int", "stride": 1},
+            "body": [
+                {
+                    "conv": {
+                        "op": "conv",
+                        "out": "$width",
+                        "kernel": 3,
+                        "stride": "$stride",
+                        "padding": "same",
+                    }
+                },
+                {"bn": {"op": "batch_norm"}},
+                {"act": {"op": "relu"}},
+            ],
+        },
+        "Outer": {
+            "params": {"width": "int"},
+            "body": [
+                {"first": {"block": "Inner", "args": {"width": "$width", "stride": 2}}},
+                {"second": {"block": "Inner", "args": {"width": "$width"}}},
+                {"sum": {"op": "add", "inputs": ["first", "second"]}},
+            ],
+        },
+    },
+    "body": [
+        {"a": {"block": "Outer", "args": {"width": 4}}},
+        {"b": {"block": "Outer", "args": {"width": 4}}},
+        {"pool": {"op": "global_avg_pool"}},
+    ],
+}
+
+
+def test_nested_blocks_become_functions_calling_functions(tmp_path: Path) -> None:
+    path = write_spec(tmp_path, "nested", NESTED)
+    for size in [None, (11, 13)]:  # 'same' pads of the stride-2 conv differ with the size
+        graph, weights, expected = torch_reference(path, size)
+        model = build_model(graph, weights, functions=True)
+        onnx.checker.check_model(model, full_check=True)
+        functions = {f.name: f for f in model.functions}
+        assert set(functions) == {"Inner", "Outer"}
+        assert [n.name for n in model.graph.node if n.domain] == ["a", "b"]
+        outer = functions["Outer"]
+        calls = [n for n in outer.node if n.op_type == "Inner"]
+        assert [c.name for c in calls] == ["first", "second"]
+        assert list(outer.input) == [
+            "input", "first.conv.weight", "first.conv.bias", "first.bn.weight",
+            "first.bn.bias", "first.bn.running_mean", "first.bn.running_var",
+            "second.conv.weight", "second.conv.bias", "second.bn.weight", "second.bn.bias",
+            "second.bn.running_mean", "second.bn.running_var",
+        ]  # fmt: skip
+        # 'first' and 'second' differ in stride (and pads): attributes of Inner, set per call
+        assert list(functions["Inner"].attribute) == ["conv_pads", "conv_strides"]
+        x = sample(graph, 2)
+        ours = runner(model, graph)(x)
+        assert np.array_equal(ours, runner(build_model(graph, weights), graph)(x))
+        assert_close(ours, expected(x), f"nested functions {size}")

@@ -58,9 +58,14 @@ class Candidate:
 
 
 class Regrouper:
-    def __init__(self, graph: Graph, b: Builder) -> None:
+    """Builds the functions bottom-up: the deepest block instances first, so a parent's
+    body already holds its children's final call nodes when it is grouped."""
+
+    def __init__(self, graph: Graph, b: Builder, opset: int, domain: str) -> None:
         self.graph = graph
         self.b = b
+        self.opset = opset
+        self.domain = domain
         self.blocks = {s.path: s.block_type or s.path for s in graph.scopes if s.kind == "block"}
         self.home = [self.enclosing(owner) for owner in b.owners]
         # ordering key of each instance: the flat index of its subtree's last node
@@ -93,8 +98,7 @@ class Regrouper:
 
     def body(self, path: str) -> list[onnx.NodeProto]:
         """The instance's own nodes and its child instances' calls, in graph order."""
-        keyed = [(i, n) for i, (n, h) in enumerate(zip(self.b.nodes, self.home, strict=True))]
-        items = [(i, n) for i, n in keyed if self.home[i] == path]
+        items = [(i, n) for i, n in enumerate(self.b.nodes) if self.home[i] == path]
         items += [(self.last[c], self.calls[c]) for c in self.calls if self.enclosing(c) == path]
         return [n for _, n in sorted(items, key=lambda item: item[0])]
 
@@ -210,8 +214,7 @@ class Regrouper:
                 call.attribute.append(attr)
             self.calls[c.path] = call
 
-    def run(self, opset: int, domain: str) -> tuple[list[onnx.NodeProto], list[onnx.FunctionProto]]:
-        self.opset, self.domain = opset, domain
+    def run(self) -> tuple[list[onnx.NodeProto], list[onnx.FunctionProto]]:
         paths = sorted(self.last, key=lambda p: self.last[p])
         for depth in sorted({self.depth(p) for p in paths}, reverse=True):
             groups: dict[tuple[str, Signature], list[Candidate]] = {}
@@ -232,4 +235,4 @@ def extract(
     graph: Graph, b: Builder, opset: int, domain: str
 ) -> tuple[list[onnx.NodeProto], list[onnx.FunctionProto]]:
     """The main graph's nodes (block instances as calls) and the functions they call."""
-    return Regrouper(graph, b).run(opset, domain)
+    return Regrouper(graph, b, opset, domain).run()

@@ -10,6 +10,7 @@ file and spec path it came from, so later errors point at the right line.
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path as FsPath
@@ -64,6 +65,22 @@ def specs_root() -> FsPath:
 
 def zoo_names() -> list[str]:
     return sorted(p.stem for p in specs_root().glob("*.yaml"))
+
+
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
+
+
+def header_path(spec_file: str) -> str:
+    """The spec's path for generated-file headers: `specs/<name>.yaml` for the zoo, never
+    absolute, only safe characters (the bytes must not depend on where `gen` runs)."""
+    path = FsPath(spec_file)
+    try:
+        shown = "specs/" + path.resolve().relative_to(specs_root().resolve()).as_posix()
+    except (ValueError, OSError):
+        shown = path.as_posix() if not path.is_absolute() else path.name
+    if not _SAFE_PATH.match(shown) or len(shown) > 40:
+        shown = path.name if _SAFE_PATH.match(path.name) and len(path.name) <= 40 else "a spec file"
+    return shown
 
 
 def display_path(path: FsPath) -> str:

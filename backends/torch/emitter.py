@@ -23,7 +23,6 @@ import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path as FsPath
 from typing import Any
 
 import jinja2
@@ -67,7 +66,7 @@ from archspec.expr import names as free_names
 from archspec.ir import Graph, Node
 from archspec.lower import Names, field_default, lower
 from archspec.params import check_value
-from archspec.registry import Located, ResolvedSpec, specs_root
+from archspec.registry import Located, ResolvedSpec, header_path
 from archspec.spec import BlockItem, ScopeItem
 
 # Attribute names nn.Module itself uses: a submodule under one of these names would be
@@ -203,7 +202,6 @@ PY_TYPES = {
     "ints": "Sequence[int]",
     "floats": "Sequence[float]",
 }
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
 
 
 class TorchEmitError(BackendError):
@@ -285,14 +283,7 @@ def is_op_item(item: Any) -> bool:
 
 def spec_path(graph: Graph) -> str:
     """The spec's path for the header: `specs/<name>.yaml` for the zoo, never absolute."""
-    path = FsPath(graph.spec_file)
-    try:
-        shown = "specs/" + path.resolve().relative_to(specs_root().resolve()).as_posix()
-    except (ValueError, OSError):
-        shown = path.as_posix() if not path.is_absolute() else path.name
-    if not _SAFE_PATH.match(shown) or len(shown) > 40:
-        shown = path.name if _SAFE_PATH.match(path.name) and len(path.name) <= 40 else "a spec file"
-    return shown
+    return header_path(graph.spec_file)
 
 
 def has_share(items: list[Any]) -> bool:

@@ -316,8 +316,8 @@ def gen(
     "backend_list",
     default=None,
     metavar="A,B,...",
-    help="Backends to compare, the first is the reference (default: every installed one, "
-    "torch first).",
+    help="Backends to compare, the first is the reference (default: torch64, torch in "
+    "float64, then every installed one).",
 )
 @click.option(
     "--mode",
@@ -363,7 +363,7 @@ def parity(
             names = (
                 [n.strip() for n in backend_list.split(",") if n.strip()]
                 if backend_list
-                else sorted(runner_names(), key=lambda n: (n != "torch", n))
+                else sorted(runner_names(), key=lambda n: (n != "torch64", n != "torch", n))
             )
             runners = [get_runner(n) for n in names]
             for runner in runners:

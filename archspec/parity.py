@@ -131,18 +131,17 @@ def loss_cotangents(graph: Graph, batch: int, seed: int = 0) -> dict[str, np.nda
 
 
 def block_outputs(graph: Graph) -> dict[str, str]:
-    """IR node -> the block instance it is the output of (`layer1.0.relu` -> `layer1.0`).
+    """IR node -> the block instance (or stage, or group) it is the output of
+    (`layer1.0.relu` -> `layer1.0`; AlexNet's `features.12` -> `features`).
 
-    A block's output is its one node read from outside the block (or a graph output);
-    a block with no single such node has no probe."""
+    A scope's output is its one node read from outside it (or a graph output); a scope
+    with no single such node has no probe. Inner scopes win over outer ones."""
     consumers: dict[str, list[str]] = {}
     for node in graph.nodes:
         for src in node.inputs:
             consumers.setdefault(src, []).append(node.name)
     out: dict[str, str] = {}
-    for scope in graph.scopes:
-        if scope.kind != "block":
-            continue
+    for scope in sorted(graph.scopes, key=lambda sc: -sc.path.count(".")):
         prefix = scope.path + "."
         leaving = [
             n.name
@@ -153,7 +152,7 @@ def block_outputs(graph: Graph) -> dict[str, str]:
                 or any(not c.startswith(prefix) for c in consumers.get(n.name, []))
             )
         ]
-        if len(leaving) == 1:
+        if len(leaving) == 1 and leaving[0] not in out:
             out[leaving[0]] = scope.path
     return out
 

@@ -21,7 +21,7 @@ check: venv
 	$(ARCHSPEC) gen --all --check
 
 test: venv lint check
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 2
 
 gen: venv
 	$(ARCHSPEC) gen --all

@@ -309,5 +309,138 @@ def gen(
                 generate_one(be, target, parse_sets(sets), options, out_dir, echo, force=force)
 
 
+@main.command()
+@click.argument("target", metavar="NAME|FILE")
+@click.option(
+    "--backends",
+    "backend_list",
+    default=None,
+    metavar="A,B,...",
+    help="Backends to compare, the first is the reference (default: every installed one, "
+    "torch first).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["inference", "train", "grad"]),
+    default="inference",
+    show_default=True,
+)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@size_option
+@click.option("--batch", type=click.IntRange(min=1, max=4096), default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Weights and input seed.")
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="Max abs error, times max(1, max|reference|).")  # fmt: skip
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-6, show_default=True,
+              help="Relative L2 error.")  # fmt: skip
+@click.option("--per-op", is_flag=True, help="Probe every op, not only block outputs.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the full report as JSON.")  # fmt: skip
+@set_option
+def parity(
+    target: str,
+    backend_list: str | None,
+    mode: str,
+    device: str,
+    input_size: tuple[int, int] | None,
+    batch: int,
+    seed: int,
+    atol: float,
+    rtol: float,
+    per_op: bool,
+    json_out: str | None,
+    sets: tuple[str, ...],
+) -> None:
+    """Run the same weights and input through several backends and compare.
+
+    Exit 0 when every backend matches the reference within tolerance, 1 when one does not
+    (naming the first divergent node and its spec location), 2 on invalid input."""
+    from archspec.parity import ParityError, Tolerance, get_runner, run_parity, runner_names
+
+    with reported():
+        spec, graph = build(target, sets, input_size)
+        try:
+            names = (
+                [n.strip() for n in backend_list.split(",") if n.strip()]
+                if backend_list
+                else sorted(runner_names(), key=lambda n: (n != "torch", n))
+            )
+            runners = [get_runner(n) for n in names]
+            for runner in runners:
+                why = runner.available()
+                if why is not None:
+                    raise ParityError(
+                        f"backend '{runner.name}' cannot run: {why} "
+                        f"(pip install 'archspec[{runner.extra}]')"
+                    )
+                if mode not in runner.modes:
+                    raise ParityError(f"backend '{runner.name}' has no {mode} mode")
+                if device not in runner.devices:
+                    raise ParityError(f"backend '{runner.name}' cannot run on {device} here")
+            reports = run_parity(
+                spec,
+                graph,
+                runners,
+                mode=mode,  # type: ignore[arg-type]
+                batch=batch,
+                seed=seed,
+                per_op=per_op,
+                device=device,
+                tol=Tolerance(atol=atol, rtol=rtol),
+                progress=lambda line: click.echo(line, err=True),
+            )
+        except ParityError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_INVALID)
+    _print_parity(graph.name, mode, reports, Tolerance(atol=atol, rtol=rtol))
+    if json_out is not None:
+        import json
+
+        from archspec.generate import write_atomic
+
+        body = {
+            "spec": graph.name,
+            "mode": mode,
+            "device": device,
+            "batch": batch,
+            "seed": seed,
+            "tolerance": {"atol": atol, "rtol": rtol},
+            "pairs": [r.as_dict() for r in reports],
+        }
+        with reported():
+            write_atomic(Path(json_out), (json.dumps(body, indent=2) + "\n").encode())
+    if not all(r.passed for r in reports):
+        sys.exit(1)
+
+
+def _print_parity(name: str, mode: str, reports: list[Any], tol: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    for report in reports:
+        table = Table(title=f"{name}: {report.other} vs {report.reference} ({mode})")
+        for column in ("value", "max abs", "max rel", "rel L2", "ok"):
+            table.add_column(column, justify="left" if column == "value" else "right")
+        for key, e in report.outputs.items():
+            ok = "yes" if tol.check(e) else "NO"
+            table.add_row(
+                escape(key), f"{e.max_abs:.2e}", f"{e.max_rel:.2e}", f"{e.rel_l2:.2e}", ok
+            )
+        console.print(table)
+        div = report.first_divergence
+        if div is None:
+            console.print(f"{len(report.probes)} probes agree; result: [green]PASS[/green]")
+        else:
+            block = f" (output of block {escape(div.block)})" if div.block else ""
+            console.print(
+                f"[red]FAIL[/red]: first divergence at {escape(div.node)} [{escape(div.op)}]"
+                f"{block}: max abs {div.errors.max_abs:.3e}, rel L2 {div.errors.rel_l2:.3e}"
+            )
+            if div.where:
+                console.print(f"  declared at {escape(div.where)}")
+
+
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,9 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Build from a copy: setuptools writes archspec.egg-info next to the sources, and a stale
+    # one in the checkout would shadow the installed metadata (its entry points) afterwards.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("archspec", "backends", "specs"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(out), str(ROOT)],
+         "-w", str(out), str(source)],
         check=True, capture_output=True,
     )  # fmt: skip
     (found,) = out.glob("archspec-*.whl")
@@ -37,6 +45,7 @@ def test_wheel_contents(wheel: Path) -> None:
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[archspec.backends]" in text and "torch = archspec_torch:backend" in text
+    assert "[archspec.parity]" in text and "torch = archspec_torch.parity:runner" in text
     assert "onnx = archspec_onnx:backend" in text
     assert "archspec = archspec.cli:main" in text
 

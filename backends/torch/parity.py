@@ -1,0 +1,163 @@
+"""The torch parity runner: the generated module, the canonical weights, forward hooks.
+
+Probes: an IR node whose name is a module path (`layer1.0.conv1`) is read by a forward
+hook on that module; a block's output node by a hook on the block's module (`layer1.0`).
+Ops written inline in `forward` (`F.relu(x)`, `out += identity`) have no module and are
+not probed individually; the block around them still is. Hooks copy their tensor, since
+a later in-place op (`nn.ReLU(inplace=True)`) would change it.
+
+Modes: `inference` (eval, no grad); `train` (training-mode forward with dropout off, so
+BatchNorm uses batch statistics and updates its running ones: returned as `state`);
+`grad` (eval mode; gradients of sum(output * cotangent) w.r.t. inputs and every weight).
+On CUDA, TF32 is disabled so fp32 means fp32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from archspec.parity import MODES, RunRequest, RunResult, block_outputs
+
+Transform = Callable[[str], str]
+
+
+class TorchRunner:
+    name = "torch"
+    extra = "torch"
+    modes = MODES
+
+    def __init__(self, transform: Transform | None = None, name: str = "torch") -> None:
+        """`transform` edits the generated source before import (tests plant bugs with it)."""
+        self.transform = transform
+        self.name = name
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        import torch
+
+        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+    def available(self) -> str | None:
+        return None if importlib.util.find_spec("torch") else "PyTorch is not installed"
+
+    def build(self, request: RunRequest) -> Any:
+        from archspec_torch.emitter import emit_source
+        from archspec_torch.weights import load_into
+
+        source = emit_source(request.spec, request.graph)
+        if self.transform is not None:
+            source = self.transform(source)
+        folder = Path(tempfile.mkdtemp(prefix="archspec_parity_"))
+        path = folder / f"{request.graph.name}.py"
+        path.write_text(source)
+        module_name = f"archspec_parity_{request.graph.name}_{id(self)}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # TorchScript and dataclasses look modules up
+        spec.loader.exec_module(module)
+        model = getattr(module, request.graph.name)()
+        return load_into(model, request.weights, request.graph)
+
+    def run(self, request: RunRequest) -> RunResult:
+        from archspec_torch.weights import from_module
+
+        import torch
+
+        if request.device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        device = torch.device(request.device)
+        graph = request.graph
+        model = self.build(request).to(device)
+        captured: dict[str, np.ndarray] = {}
+        hooks = [
+            module.register_forward_hook(_recorder(captured, node))
+            for node, module in _probe_modules(model, request).items()
+        ]
+        inputs = [
+            torch.from_numpy(np.array(request.inputs[name])).to(device) for name in graph.inputs
+        ]
+        try:
+            if request.mode == "inference":
+                model.eval()
+                with torch.no_grad():
+                    outputs = _as_tuple(model(*inputs))
+            elif request.mode == "train":
+                model.train()
+                for m in model.modules():
+                    if isinstance(m, torch.nn.Dropout):
+                        m.eval()
+                with torch.no_grad():
+                    outputs = _as_tuple(model(*inputs))
+            else:
+                model.eval()
+                for x in inputs:
+                    x.requires_grad_(True)
+                outputs = _as_tuple(model(*inputs))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        result = RunResult(
+            outputs={n: _numpy(t) for n, t in zip(graph.outputs, outputs, strict=True)},
+            probes=captured,
+        )
+        if request.mode == "train":
+            state = from_module(model.cpu(), graph)
+            result.state = {
+                k: np.array(v)
+                for k, v in state.items()
+                if k.endswith(("running_mean", "running_var"))
+            }
+        if request.mode == "grad":
+            loss = sum(
+                (t * torch.from_numpy(np.array(request.cotangents[n])).to(device)).sum()
+                for n, t in zip(graph.outputs, outputs, strict=True)
+            )
+            params = dict(model.named_parameters())
+            names = [n for n in request.weights if n in params]
+            grads = torch.autograd.grad(loss, [*inputs, *(params[n] for n in names)])
+            for name, g in zip([*(f"input:{n}" for n in graph.inputs), *names], grads, strict=True):
+                result.grads[name] = _numpy(g)
+        return result
+
+
+def _probe_modules(model: Any, request: RunRequest) -> dict[str, Any]:
+    """node name -> the module whose output is that node's output."""
+    blocks = block_outputs(request.graph)
+    out: dict[str, Any] = {}
+    for name in request.probes:
+        for path in (name, blocks.get(name)):
+            if path is None:
+                continue
+            try:
+                out[name] = model.get_submodule(path)
+                break
+            except AttributeError:
+                continue
+    return out
+
+
+def _recorder(captured: dict[str, np.ndarray], node: str) -> Callable[..., None]:
+    def record(module: Any, args: Any, output: Any) -> None:
+        captured[node] = _numpy(output)
+
+    return record
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, tuple | list) else (value,)
+
+
+def _numpy(tensor: Any) -> np.ndarray:
+    return tensor.detach().to("cpu").float().numpy().copy()
+
+
+runner = TorchRunner()

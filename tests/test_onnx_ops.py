@@ -308,3 +308,7 @@ def test_nested_blocks_become_functions_calling_functions(tmp_path: Path) -> Non
         ours = runner(model, graph)(x)
         assert np.array_equal(ours, runner(build_model(graph, weights), graph)(x))
         assert_close(ours, expected(x), f"nested functions {size}")
+        folded = build_model(graph, weights, fold_bn=True, functions=True)
+        onnx.checker.check_model(folded, full_check=True)
+        flat_folded = runner(build_model(graph, weights, fold_bn=True), graph)(x)
+        assert np.array_equal(runner(folded, graph)(x), flat_folded)

@@ -72,10 +72,15 @@ def digest(content: bytes) -> str:
 
 @dataclass
 class Manifest:
-    """The files archspec wrote into one folder, with the hash of what it wrote."""
+    """The files archspec wrote into one folder, with the hash of what it wrote.
+
+    `zoo` names the files `gen --all` wrote: only those can become orphans to prune. A
+    file from `gen NAME` (a user's spec, or a model carrying their `--weights`) is
+    replaced by later runs but never removed."""
 
     folder: Path
     files: dict[str, str] = field(default_factory=dict)
+    zoo: set[str] = field(default_factory=set)
     changed: bool = False
 
     @classmethod
@@ -84,10 +89,13 @@ class Manifest:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             files = data["files"]
+            zoo = data.get("zoo", [])
             if not isinstance(files, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in files.items()
             ):
                 raise ValueError("'files' is not a mapping of names to hashes")
+            if not isinstance(zoo, list) or not all(isinstance(z, str) for z in zoo):
+                raise ValueError("'zoo' is not a list of names")
         except FileNotFoundError:
             return cls(folder)
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -97,7 +105,7 @@ class Manifest:
                 "archspec cannot tell its own files from yours there: delete the manifest "
                 "to start afresh (files will then only be replaced with --force)"
             ) from None
-        return cls(folder, dict(files))
+        return cls(folder, dict(files), set(zoo) & set(files))
 
     def proves(self, name: str) -> bool:
         """The file exists and still holds exactly what archspec wrote."""
@@ -105,19 +113,26 @@ class Manifest:
         path = self.folder / name
         return recorded is not None and path.is_file() and digest(path.read_bytes()) == recorded
 
-    def record(self, name: str, content: bytes) -> None:
-        if self.files.get(name) != digest(content):
+    def record(self, name: str, content: bytes, zoo: bool = False) -> None:
+        if self.files.get(name) != digest(content) or (zoo and name not in self.zoo):
             self.files[name] = digest(content)
             self.changed = True
+        if zoo:
+            self.zoo.add(name)
 
     def forget(self, name: str) -> None:
         if self.files.pop(name, None) is not None:
+            self.zoo.discard(name)
             self.changed = True
 
     def save(self) -> None:
         if not self.changed:
             return
-        body = {"generator": "archspec", "files": dict(sorted(self.files.items()))}
+        body = {
+            "generator": "archspec",
+            "files": dict(sorted(self.files.items())),
+            "zoo": sorted(self.zoo),
+        }
         write_atomic(self.folder / MANIFEST, (json.dumps(body, indent=2) + "\n").encode())
         self.changed = False
 
@@ -131,7 +146,9 @@ def ours(manifest: Manifest, name: str) -> bool:
         return handle.read(len(HEADER)) == HEADER
 
 
-def place(manifest: Manifest, name: str, content: bytes, force: bool, echo: Echo) -> None:
+def place(
+    manifest: Manifest, name: str, content: bytes, force: bool, echo: Echo, zoo: bool = False
+) -> None:
     """Write one artifact into the manifest's folder, refusing to replace a user's file."""
     path = manifest.folder / name
     shown = display_path(path)
@@ -139,7 +156,7 @@ def place(manifest: Manifest, name: str, content: bytes, force: bool, echo: Echo
         raise OwnershipError(f"{shown} exists and is not a regular file; nothing was written")
     if path.is_file():
         if path.read_bytes() == content:
-            manifest.record(name, content)
+            manifest.record(name, content, zoo)
             echo(f"unchanged {shown}")
             return
         if not force and not ours(manifest, name):
@@ -149,7 +166,7 @@ def place(manifest: Manifest, name: str, content: bytes, force: bool, echo: Echo
                 "folder with -o, or pass --force"
             )
     write_atomic(path, content)
-    manifest.record(name, content)
+    manifest.record(name, content, zoo)
     echo(f"wrote {shown}")
 
 
@@ -215,8 +232,8 @@ def render_zoo(backends: list[Backend], root: Path) -> list[ZooFolder]:
 
 
 def orphans(manifest: Manifest, files: Mapping[str, bytes]) -> list[str]:
-    """Files archspec wrote here earlier that no zoo spec produces now."""
-    return sorted(name for name in manifest.files if name not in files)
+    """Files `gen --all` wrote here earlier that no zoo spec produces now."""
+    return sorted(name for name in manifest.zoo if name not in files)
 
 
 def generate_zoo(
@@ -231,7 +248,7 @@ def generate_zoo(
         try:
             for filename, content in zoo.files.items():
                 try:
-                    place(manifest, filename, content, False, echo)
+                    place(manifest, filename, content, False, echo, zoo=True)
                 except OwnershipError as exc:
                     refused.append(str(exc))
             for name in orphans(manifest, zoo.files):

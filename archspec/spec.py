@@ -459,8 +459,14 @@ class Spec(SpecModel):
     )
     abstract: bool = Field(default=False, description="a family to extend, not a model on its own")
     params: dict[ParamName, Param] = Field(default_factory=dict)
-    inputs: dict[ItemName, Annotated[InputDecl, BeforeValidator(_input_shorthand)]] | None = None
-    outputs: list[str] | None = None
+    inputs: (
+        Annotated[
+            dict[ItemName, Annotated[InputDecl, BeforeValidator(_input_shorthand)]],
+            Field(min_length=1),
+        ]
+        | None
+    ) = None
+    outputs: Annotated[list[str], Field(min_length=1)] | None = None
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict)
     blocks: dict[BlockName, BlockDef] = Field(default_factory=dict)
     body: Body | None = None

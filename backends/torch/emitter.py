@@ -218,13 +218,15 @@ class Namespace:
 
     def __init__(self, reserved: frozenset[str] | set[str]) -> None:
         self.used = set(reserved)
+        self.next: dict[str, int] = {}  # base -> first suffix not known to be taken
 
     def new(self, base: str) -> str:
         if not base.isidentifier():
             base = f"v{base}" if f"v{base}".isidentifier() else "v"
-        name, i = base, 1
+        name, i = base, self.next.get(base, 1)
         while name in self.used:
             name, i = f"{base}_{i}", i + 1
+        self.next[base] = i
         self.used.add(name)
         return name
 
@@ -360,10 +362,12 @@ class Container:
         self.access = access
         self.in_class = in_class
         self.members: list[Member] = []
+        self.keys: set[str] = set()
 
     def add(self, key: str, code: Code, cond: str | None = None) -> str:
-        if any(m.key == key for m in self.members):
+        if key in self.keys:
             raise TorchEmitError(f"two submodules named '{key}' in {self.access}")
+        self.keys.add(key)
         if self.in_class and key in MODULE_ATTRS:
             raise TorchEmitError(
                 f"item name '{key}' collides with torch.nn.Module.{key}; rename it in the spec"
@@ -1132,6 +1136,7 @@ def fixed_plan(p: ir.Padding) -> PadPlan:
 def assign_vars(body: list[Any], names: Namespace) -> None:
     """`out` for a value whose readers all follow while nothing else needs `out`, else a name."""
     busy_until = -1  # `out` holds a live value until this position
+    position = {id(t): q for q, t in enumerate(body)}
     for pos, s in enumerate(body):
         if isinstance(s, Loop):
             s.carry.var = "out"
@@ -1145,10 +1150,7 @@ def assign_vars(body: list[Any], names: Namespace) -> None:
             value = s.out
         if value.var is not None:
             continue
-        ends = [
-            len(body) if r == "return" else next((q for q, t in enumerate(body) if t is r), -1)
-            for r in value.readers
-        ]
+        ends = [len(body) if r == "return" else position.get(id(r), -1) for r in value.readers]
         conditional = isinstance(s, Stmt) and s.cond is not None
         crosses_loop = any(isinstance(t, Loop) for t in body[pos + 1 : max(ends, default=0)])
         if pos >= busy_until and ends and min(ends) > pos and not conditional and not crosses_loop:

@@ -78,9 +78,9 @@ def locate(target: str) -> FsPath:
     """A CLI argument (zoo name or file path) -> the spec file."""
     candidate = FsPath(target)
     if target.endswith((".yaml", ".yml")) or "/" in target or candidate.is_file():
-        if not candidate.is_file():
+        if not candidate.exists():
             raise SpecError(f"no such spec file: {target}", file=target)
-        return candidate
+        return candidate  # what kind of file it is, load_file checks
     zoo = specs_root() / f"{target}.yaml"
     if zoo.is_file():
         return zoo

@@ -276,8 +276,8 @@ def read_spec_bytes(path: FsPath, name: str) -> bytes:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise SpecError(f"cannot read spec file: {exc.strerror}", file=name) from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise SpecError("not a regular file; a spec is a YAML file", file=name)
         if info.st_size > LIMITS.max_file_bytes:
@@ -285,16 +285,23 @@ def read_spec_bytes(path: FsPath, name: str) -> bytes:
                 describe("max_file_bytes", info.st_size, LIMITS.max_file_bytes, "spec file size"),
                 file=name,
             )
-        try:
-            raw = handle.read(LIMITS.max_file_bytes + 1)
-        except OSError as exc:
-            raise SpecError(f"cannot read spec file: {exc.strerror}", file=name) from None
-    if len(raw) > LIMITS.max_file_bytes:  # it grew while we looked
+        chunks: list[bytes] = []
+        size = 0
+        while size <= LIMITS.max_file_bytes:  # it may grow while we read
+            chunk = os.read(fd, LIMITS.max_file_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc.strerror}", file=name) from None
+    finally:
+        os.close(fd)
+    if size > LIMITS.max_file_bytes:
         raise LimitError(
-            describe("max_file_bytes", len(raw), LIMITS.max_file_bytes, "spec file size"),
-            file=name,
+            describe("max_file_bytes", size, LIMITS.max_file_bytes, "spec file size"), file=name
         )
-    return raw
+    return b"".join(chunks)
 
 
 def load_file(path: FsPath, display: str | None = None) -> Source:

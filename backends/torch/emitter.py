@@ -17,7 +17,6 @@ names (torchvision's, for the torchvision-compatible specs). Generating never im
 
 from __future__ import annotations
 
-import builtins
 import re
 import textwrap
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 import jinja2
+from archspec_torch.names import MODULE_ATTRS, RESERVED, RESERVED_NAMES
 from archspec_torch.ops import (
     PRINTERS,
     VARIES,
@@ -70,88 +70,6 @@ from archspec.params import check_value
 from archspec.registry import Located, ResolvedSpec, specs_root
 from archspec.spec import BlockItem, ScopeItem
 
-# Attribute names nn.Module itself uses: a submodule under one of these names would be
-# shadowed by the method (or break the module), so such specs are rejected with a message.
-MODULE_ATTRS = frozenset(
-    [
-        "T_destination",
-        "add_module",
-        "apply",
-        "bfloat16",
-        "buffers",
-        "call_super_init",
-        "children",
-        "compile",
-        "cpu",
-        "cuda",
-        "double",
-        "dump_patches",
-        "eval",
-        "extra_repr",
-        "float",
-        "forward",
-        "get_buffer",
-        "get_extra_state",
-        "get_parameter",
-        "get_submodule",
-        "half",
-        "ipu",
-        "load_state_dict",
-        "modules",
-        "mtia",
-        "named_buffers",
-        "named_children",
-        "named_modules",
-        "named_parameters",
-        "parameters",
-        "register_backward_hook",
-        "register_buffer",
-        "register_forward_hook",
-        "register_forward_pre_hook",
-        "register_full_backward_hook",
-        "register_full_backward_pre_hook",
-        "register_load_state_dict_post_hook",
-        "register_load_state_dict_pre_hook",
-        "register_module",
-        "register_parameter",
-        "register_state_dict_post_hook",
-        "register_state_dict_pre_hook",
-        "requires_grad_",
-        "set_extra_state",
-        "set_submodule",
-        "share_memory",
-        "state_dict",
-        "to",
-        "to_empty",
-        "train",
-        "training",
-        "type",
-        "xpu",
-        "zero_grad",
-        "_init_weights",
-    ]
-)
-# Names the generated code uses itself; spec names that collide are renamed (locals only).
-RESERVED = frozenset(dir(builtins)) | {
-    "self",
-    "x",
-    "out",
-    "prev",
-    "step",
-    "torch",
-    "nn",
-    "F",
-    "math",
-    "Any",
-    "OrderedDict",
-    "Sequence",
-    "in_channels",
-    "PaddedConv2d",
-    "PaddedMaxPool2d",
-    "PaddedAvgPool2d",
-    "same_sides",
-    "variance_scaling_",
-}
 # Spec op -> {IR field: spec field} for fields a spec may write as expressions.
 SPEC_FIELDS: dict[str, dict[str, str]] = {
     "conv": {
@@ -1579,6 +1497,7 @@ class TorchEmitter:
 
     name = "torch"
     file_suffix = ".py"
+    reserved_names = RESERVED_NAMES
 
     def emit(self, spec: ResolvedSpec, graph: Graph) -> Artifact:
         return Artifact(f"{graph.name}{self.file_suffix}", emit_source(spec, graph).encode())

@@ -112,7 +112,14 @@ class _Converter:
         except yaml.YAMLError as exc:
             raise self.fail(node, path, f"invalid YAML value: {exc}") from None
         except (ValueError, OverflowError) as exc:  # over-long ints, impossible dates
-            raise self.fail(node, path, f"invalid YAML value: {exc}") from None
+            if node.tag == "tag:yaml.org,2002:int":
+                message = (
+                    f"a number with {len(str(node.value)):,} digits exceeds the limit "
+                    f"max_expr_value={LIMITS.max_expr_value:,}"
+                )
+            else:
+                message = f"invalid YAML value: {exc}"
+            raise self.fail(node, path, message) from None
         problem = number_problem(value)
         if problem is not None:
             raise self.fail(node, path, problem)

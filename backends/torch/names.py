@@ -89,7 +89,7 @@ ARGUMENTS = frozenset({"self", "x"})  # generated methods' arguments
 RESERVED_NAMES = PYTHON_BUILTINS | ReservedNames(
     {
         **{n: "an import of the generated torch module" for n in IMPORTS},
-        **{n: "a helper function of the generated torch module" for n in HELPERS},
+        **{n: "a helper of the generated torch module" for n in HELPERS},
         **{n: "an argument of the generated torch methods" for n in ARGUMENTS},
         **{n: f"torch.nn.Module.{n} (an attribute of every module)" for n in MODULE_ATTRS},
     },

@@ -52,6 +52,7 @@ from archspec.registry import ResolvedSpec, load, specs_root, zoo_names
 CASE_SECONDS = 30  # generous: CI machines are slow and shared; real cases take < 3 s
 CASE_MEMORY_MB = 1024
 SMALL_INPUT = (33, 33)  # forward passes run at a small odd size when the spec allows it
+HUGE_PARAMS = 30_000_000  # above this, the torch check builds and runs on the meta device
 
 
 def fullwidth(text: str) -> str:
@@ -374,7 +375,11 @@ def check_torch(spec: ResolvedSpec, graph: Graph, artifact: Artifact) -> None:
     code = compile(source, artifact.filename, "exec")
     namespace: dict[str, Any] = {"__name__": f"fuzz_{graph.name}"}
     exec(code, namespace)  # the generated module: what `import` would run
-    model = namespace[graph.name]().eval()
+    # A mutant may be a legitimately huge model (a stage repeated 1,000 times): build
+    # and run those on the meta device (real code paths and shapes, no memory).
+    device = torch.device("meta" if totals(graph).total > HUGE_PARAMS else "cpu")
+    with device:
+        model = namespace[graph.name]().eval()
     run_graph = graph
     if len(graph.node(graph.inputs[0]).shape) == 3:
         try:  # the same weights at a smaller size (a flatten head ties them to the size)
@@ -383,7 +388,7 @@ def check_torch(spec: ResolvedSpec, graph: Graph, artifact: Artifact) -> None:
                 run_graph = small
         except SpecError:
             pass
-    inputs = [torch.randn(1, *run_graph.node(n).shape) for n in run_graph.inputs]
+    inputs = [torch.randn(1, *run_graph.node(n).shape, device=device) for n in run_graph.inputs]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny inputs: oneDNN's per-shape setup would dominate
     try:
@@ -520,6 +525,8 @@ def summarize(report: Report) -> Iterator[str]:
     )
     if times:
         yield f"seconds per case: median {times[len(times) // 2]:.3f}, max {times[-1]:.2f}"
+    for o in sorted(report.outcomes, key=lambda o: -o.seconds)[:3]:
+        yield f"slow: case {o.case.index} ({o.case.base}, {o.case.mutations}) {o.seconds:.2f} s"
     for o in report.failures:
         yield f"--- case {o.case.index} ({o.case.base}, {o.case.mutations}): {o.status}\n{o.detail}"
 

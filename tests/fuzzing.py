@@ -52,7 +52,10 @@ from archspec.registry import ResolvedSpec, load, specs_root, zoo_names
 CASE_SECONDS = 30  # generous: CI machines are slow and shared; real cases take < 3 s
 CASE_MEMORY_MB = 1024
 SMALL_INPUT = (33, 33)  # forward passes run at a small odd size when the spec allows it
-HUGE_PARAMS = 30_000_000  # above this, the torch check builds and runs on the meta device
+# Above this, the torch check builds and runs the model on the meta device: a mutant may
+# be huge (a stage repeated 1,000 times), and initializing tens of millions of parameters
+# (truncated normal especially) takes seconds on a CPU without telling anything new.
+HUGE_PARAMS = 12_000_000
 
 
 def fullwidth(text: str) -> str:
@@ -253,7 +256,18 @@ def mutate(data: Any, rng: random.Random) -> str:
         return "none"
     container, key = rng.choice(places)
     kind = rng.choice(
-        ["delete", "type", "text", "number", "nest", "name", "expr", "repeat", "duplicate"]
+        [
+            "delete",
+            "type",
+            "text",
+            "number",
+            "nest",
+            "scopes",
+            "name",
+            "expr",
+            "repeat",
+            "duplicate",
+        ]
     )
     if kind == "delete":
         del container[key]
@@ -265,6 +279,14 @@ def mutate(data: Any, rng: random.Random) -> str:
         container[key] = rng.choice(NUMBERS)
     elif kind == "nest":
         container[key] = nest(container[key], rng.choice([3, 20, 70, 200]), rng)
+    elif kind == "scopes" and isinstance(container, list):
+        depth = rng.choice([5, 15, 25])  # nested scope items: deep pydantic error paths
+        item = container[key]
+        if rng.random() < 0.5 and isinstance(item, dict):
+            item = {**item, "bogus": 1}
+        for level in range(depth):
+            item = {f"s{level}": {"body": [item]}}
+        container[key] = item
     elif kind == "name":
         dicts = [(c, k) for c, k in places if isinstance(c, dict)]
         if dicts:
@@ -375,8 +397,6 @@ def check_torch(spec: ResolvedSpec, graph: Graph, artifact: Artifact) -> None:
     code = compile(source, artifact.filename, "exec")
     namespace: dict[str, Any] = {"__name__": f"fuzz_{graph.name}"}
     exec(code, namespace)  # the generated module: what `import` would run
-    # A mutant may be a legitimately huge model (a stage repeated 1,000 times): build
-    # and run those on the meta device (real code paths and shapes, no memory).
     device = torch.device("meta" if totals(graph).total > HUGE_PARAMS else "cpu")
     with device:
         model = namespace[graph.name]().eval()

@@ -92,6 +92,24 @@ def test_a_legitimate_graph_stays_well_within_the_expansion_budget() -> None:
     assert counter.expansions < LIMITS.max_expansions // 100
 
 
+def test_an_error_deep_in_nested_scopes_is_located_in_linear_time(tmp_path: Path) -> None:
+    """pydantic reports the path through every union; matching it back to the YAML must
+    not try every combination (it took 2^depth steps: 20 scopes never finished)."""
+    item = "{op: conv, out: 4, kernel: 1, bogus: 1}"
+    for level in range(20):
+        item = f"{{s{level}: {{body: [{item}]}}}}"
+    path = write(tmp_path, "deep.yaml", HEAD + f"body:\n  - {item}\n")
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("archspec")), "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert ".s0.body[0].bogus: unknown field 'bogus'" in proc.stderr
+
+
 def test_file_size_is_checked_before_reading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

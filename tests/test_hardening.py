@@ -110,6 +110,37 @@ def test_an_error_deep_in_nested_scopes_is_located_in_linear_time(tmp_path: Path
     assert ".s0.body[0].bogus: unknown field 'bogus'" in proc.stderr
 
 
+@pytest.mark.parametrize("libyaml", [True, False])
+@pytest.mark.parametrize(
+    ("text", "limit"),
+    [
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "max_yaml_depth"),
+        ("a: [" + ", ".join(["1"] * 300_000) + "]\n", "max_yaml_nodes"),
+    ],
+)
+def test_yaml_caps_apply_while_parsing_with_and_without_libyaml(
+    monkeypatch: pytest.MonkeyPatch, libyaml: bool, text: str, limit: str
+) -> None:
+    """Both parsers stop at the cap, before PyYAML's recursive composer overflows the
+    stack (a RecursionError) or libyaml's overflows the C stack (a crash)."""
+    import yaml
+
+    if libyaml and not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("libyaml is not installed")
+    monkeypatch.setattr(yaml, "__with_libyaml__", libyaml)
+    monkeypatch.setattr(
+        archspec.source, "LIMITS", dataclasses.replace(LIMITS, max_file_bytes=10**7)
+    )
+    with pytest.raises(LimitError, match=limit) as info:
+        archspec.source.load_text(text, "deep.yaml")
+    assert info.value.location is not None and info.value.location.line == 1
+
+
+def test_invalid_yaml_is_reported_by_pyyaml_even_when_libyaml_parses_first() -> None:
+    with pytest.raises(SpecError, match="found undefined alias 'nope'"):
+        archspec.source.load_text("a: [1, *nope]\n", "alias.yaml")
+
+
 def test_file_size_is_checked_before_reading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

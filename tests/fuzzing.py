@@ -515,12 +515,20 @@ def _check(case: Case) -> tuple[str, str]:
         check = BACKEND_CHECKS.get(name)
         if check is None:
             return "FAIL: no check", f"backend '{name}' has no entry in BACKEND_CHECKS"
-        try:
-            artifact = plugins.get(name).emit(spec, graph)
-        except (SpecError, BackendError) as refusal:
-            refused.append(f"{name}: {refusal}")
-            continue
-        check(spec, graph, artifact)
+        backend = plugins.get(name)
+        # Every variant the zoo is generated in (`zoo_variants`: option sets such as
+        # Keras's subclass style), or the plain `emit(spec, graph)` of older backends.
+        variants = getattr(backend, "zoo_variants", None)
+        for options in [v.options for v in variants] if variants else [None]:
+            try:
+                if options is None:
+                    artifact = backend.emit(spec, graph)
+                else:
+                    artifact = backend.emit(spec, graph, options)  # type: ignore[call-arg]
+            except (SpecError, BackendError) as refusal:
+                refused.append(f"{name} {options or ''}: {refusal}")
+                continue
+            check(spec, graph, artifact)
     return ("backend refused", "\n".join(refused)) if refused else ("passed", "")
 
 

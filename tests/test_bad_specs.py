@@ -55,7 +55,7 @@ def test_real_cli_exit_code_and_no_traceback(in_repo: Path) -> None:
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("tests/bad_specs/add_shape_mismatch.yaml:6:12: body[2].total: ")
+    assert proc.stderr.startswith("tests/bad_specs/add_shape_mismatch.yaml:6:10: body[2].sum: ")
     assert "'a' is (16, 32, 32)" in proc.stderr and "'b' is (32, 32, 32)" in proc.stderr
 
 

@@ -36,12 +36,12 @@ def test_absent_item_passes_its_input_through(tmp_path: Path) -> None:
         "  - a: {op: conv, out: 3, kernel: 3, padding: 1}\n"
         "  - skip:\n      when: $project\n      input: input\n"
         "      body: [{op: conv, out: 3, kernel: 1}]\n"
-        "  - total: {op: add, inputs: [a, skip]}\n"
+        "  - sum: {op: add, inputs: [a, skip]}\n"
     )
     g = build(tmp_path, text)
-    assert g.node("total").inputs == ("a", "image")
+    assert g.node("sum").inputs == ("a", "image")
     g = build(tmp_path, text, project=True)
-    assert g.node("total").inputs == ("a", "skip.0")
+    assert g.node("sum").inputs == ("a", "skip.0")
 
 
 def test_repeat_names_first_override_and_index(tmp_path: Path) -> None:

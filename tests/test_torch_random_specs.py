@@ -118,7 +118,7 @@ def random_spec(draw: st.DrawFn) -> dict[str, Any]:
                         }
                     },
                     {"skip": {"op": "conv", "input": "input", "out": "$width", "kernel": 1}},
-                    {"total": {"op": "add", "inputs": ["b", "skip"]}},
+                    {"sum": {"op": "add", "inputs": ["b", "skip"]}},
                 ],
             }
         },

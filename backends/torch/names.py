@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 
-from archspec.names import PYTHON_BUILTINS, ReservedNames
+from archspec.names import ATTRIBUTES, MODULE_AND_ARGUMENTS, PYTHON_BUILTINS, ReservedNames
 
 # Attribute names nn.Module itself uses: a submodule under one of these names would be
 # shadowed by the method (or break the module). Private ones are covered by the '_' prefix.
@@ -86,14 +86,21 @@ HELPERS = frozenset(
 )
 ARGUMENTS = frozenset({"self", "x"})  # generated methods' arguments
 
-RESERVED_NAMES = PYTHON_BUILTINS | ReservedNames(
-    {
-        **{n: "an import of the generated torch module" for n in IMPORTS},
-        **{n: "a helper of the generated torch module" for n in HELPERS},
-        **{n: "an argument of the generated torch methods" for n in ARGUMENTS},
-        **{n: f"torch.nn.Module.{n} (an attribute of every module)" for n in MODULE_ATTRS},
-    },
-    {"_": "torch.nn.Module's private attributes start with '_'"},
+RESERVED_NAMES = (
+    PYTHON_BUILTINS
+    | ReservedNames(
+        {
+            **{n: "an import of the generated torch module" for n in IMPORTS},
+            **{n: "a helper of the generated torch module" for n in HELPERS},
+            **{n: "an argument of the generated torch methods" for n in ARGUMENTS},
+        },
+        kinds=MODULE_AND_ARGUMENTS,
+    )
+    | ReservedNames(
+        {n: f"torch.nn.Module.{n} (an attribute of every module)" for n in MODULE_ATTRS},
+        {"_": "torch.nn.Module's private attributes start with '_'"},
+        kinds=ATTRIBUTES,
+    )
 )
 
 # Names the generated code uses itself; spec names that collide are renamed (locals only).

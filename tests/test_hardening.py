@@ -343,7 +343,7 @@ def test_output_is_byte_identical_across_hash_seeds(tmp_path: Path) -> None:
 
         folder = tmp_path / seed
         assert run("gen", "--all", "--backend", "torch", "-o", str(folder)).returncode == 0
-        got = {p.name: p.read_bytes() for p in sorted(folder.glob("*.py"))}
+        got = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.py"))}
         for fmt in ("dot", "mermaid"):
             got[f"graph.{fmt}"] = run("graph", "densenet121_cifar", "--format", fmt).stdout
         got["error"] = run("validate", "tests/bad_specs/shared_channels_mismatch.yaml").stderr

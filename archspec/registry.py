@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from archspec.errors import Path, SpecError, suggest
+from archspec.names import check_spec_names, check_stem
 from archspec.params import check_value, describe_value
 from archspec.source import Source, load_file
 from archspec.spec import OP_MODELS, BlockDef, InputDecl, Item, ParamDecl, Spec
@@ -95,9 +96,9 @@ def locate(target: str) -> FsPath:
     """A CLI argument (zoo name or file path) -> the spec file."""
     candidate = FsPath(target)
     if target.endswith((".yaml", ".yml")) or "/" in target or candidate.is_file():
-        if not candidate.is_file():
+        if not candidate.exists():
             raise SpecError(f"no such spec file: {target}", file=target)
-        return candidate
+        return candidate  # what kind of file it is, load_file checks
     zoo = specs_root() / f"{target}.yaml"
     if zoo.is_file():
         return zoo
@@ -105,10 +106,13 @@ def locate(target: str) -> FsPath:
 
 
 def parse_spec(source: Source) -> Spec:
+    """The file's Spec: its structure and types (pydantic), then its names (one rule)."""
     try:
-        return Spec.model_validate(source.data)
+        spec = Spec.model_validate(source.data)
     except ValidationError as exc:
         raise translate(exc, source) from None
+    check_spec_names(spec, source)
+    return spec
 
 
 def load(target: str | FsPath) -> ResolvedSpec:
@@ -147,6 +151,8 @@ class _Loader:
             names = " -> ".join(p.stem for p in (*chain, path))
             raise SpecError(f"circular extends/use: {names}", file=display_path(path))
         source, spec = self.read(path)
+        if not chain:  # the model's name: the generated module, function and file
+            check_stem(path.stem, source)
         if spec.name is not None and spec.name != path.stem:
             raise source.error(
                 ("name",), f"name '{spec.name}' must equal the file name '{path.stem}'"

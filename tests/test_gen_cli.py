@@ -214,7 +214,7 @@ def test_failed_generation_leaves_no_file(tmp_path: Path) -> None:
         "inputs: {image: [3, 8, 8]}\nbody:\n  - forward: {op: conv, out: 4, kernel: 3}\n"
     )
     code, _, err = run("gen", str(bad), "--backend", "torch", "-o", str(tmp_path / "out"))
-    assert code == 2 and ":3:14: body[0].forward:" in err
+    assert code == 2 and ":3:5: body[0].forward:" in err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 

@@ -17,7 +17,6 @@ names (torchvision's, for the torchvision-compatible specs). Generating never im
 
 from __future__ import annotations
 
-import builtins
 import re
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from functools import cache
 from typing import Any
 
 import jinja2
+from archspec_torch.names import MODULE_ATTRS, RESERVED, RESERVED_NAMES
 from archspec_torch.ops import (
     PRINTERS,
     VARIES,
@@ -69,88 +69,6 @@ from archspec.params import check_value
 from archspec.registry import Located, ResolvedSpec, header_path
 from archspec.spec import BlockItem, ScopeItem
 
-# Attribute names nn.Module itself uses: a submodule under one of these names would be
-# shadowed by the method (or break the module), so such specs are rejected with a message.
-MODULE_ATTRS = frozenset(
-    [
-        "T_destination",
-        "add_module",
-        "apply",
-        "bfloat16",
-        "buffers",
-        "call_super_init",
-        "children",
-        "compile",
-        "cpu",
-        "cuda",
-        "double",
-        "dump_patches",
-        "eval",
-        "extra_repr",
-        "float",
-        "forward",
-        "get_buffer",
-        "get_extra_state",
-        "get_parameter",
-        "get_submodule",
-        "half",
-        "ipu",
-        "load_state_dict",
-        "modules",
-        "mtia",
-        "named_buffers",
-        "named_children",
-        "named_modules",
-        "named_parameters",
-        "parameters",
-        "register_backward_hook",
-        "register_buffer",
-        "register_forward_hook",
-        "register_forward_pre_hook",
-        "register_full_backward_hook",
-        "register_full_backward_pre_hook",
-        "register_load_state_dict_post_hook",
-        "register_load_state_dict_pre_hook",
-        "register_module",
-        "register_parameter",
-        "register_state_dict_post_hook",
-        "register_state_dict_pre_hook",
-        "requires_grad_",
-        "set_extra_state",
-        "set_submodule",
-        "share_memory",
-        "state_dict",
-        "to",
-        "to_empty",
-        "train",
-        "training",
-        "type",
-        "xpu",
-        "zero_grad",
-        "_init_weights",
-    ]
-)
-# Names the generated code uses itself; spec names that collide are renamed (locals only).
-RESERVED = frozenset(dir(builtins)) | {
-    "self",
-    "x",
-    "out",
-    "prev",
-    "step",
-    "torch",
-    "nn",
-    "F",
-    "math",
-    "Any",
-    "OrderedDict",
-    "Sequence",
-    "in_channels",
-    "PaddedConv2d",
-    "PaddedMaxPool2d",
-    "PaddedAvgPool2d",
-    "same_sides",
-    "variance_scaling_",
-}
 # Spec op -> {IR field: spec field} for fields a spec may write as expressions.
 SPEC_FIELDS: dict[str, dict[str, str]] = {
     "conv": {
@@ -216,13 +134,15 @@ class Namespace:
 
     def __init__(self, reserved: frozenset[str] | set[str]) -> None:
         self.used = set(reserved)
+        self.next: dict[str, int] = {}  # base -> first suffix not known to be taken
 
     def new(self, base: str) -> str:
         if not base.isidentifier():
             base = f"v{base}" if f"v{base}".isidentifier() else "v"
-        name, i = base, 1
+        name, i = base, self.next.get(base, 1)
         while name in self.used:
             name, i = f"{base}_{i}", i + 1
+        self.next[base] = i
         self.used.add(name)
         return name
 
@@ -351,10 +271,12 @@ class Container:
         self.access = access
         self.in_class = in_class
         self.members: list[Member] = []
+        self.keys: set[str] = set()
 
     def add(self, key: str, code: Code, cond: str | None = None) -> str:
-        if any(m.key == key for m in self.members):
+        if key in self.keys:
             raise TorchEmitError(f"two submodules named '{key}' in {self.access}")
+        self.keys.add(key)
         if self.in_class and key in MODULE_ATTRS:
             raise TorchEmitError(
                 f"item name '{key}' collides with torch.nn.Module.{key}; rename it in the spec"
@@ -1123,6 +1045,7 @@ def fixed_plan(p: ir.Padding) -> PadPlan:
 def assign_vars(body: list[Any], names: Namespace) -> None:
     """`out` for a value whose readers all follow while nothing else needs `out`, else a name."""
     busy_until = -1  # `out` holds a live value until this position
+    position = {id(t): q for q, t in enumerate(body)}
     for pos, s in enumerate(body):
         if isinstance(s, Loop):
             s.carry.var = "out"
@@ -1136,10 +1059,7 @@ def assign_vars(body: list[Any], names: Namespace) -> None:
             value = s.out
         if value.var is not None:
             continue
-        ends = [
-            len(body) if r == "return" else next((q for q, t in enumerate(body) if t is r), -1)
-            for r in value.readers
-        ]
+        ends = [len(body) if r == "return" else position.get(id(r), -1) for r in value.readers]
         conditional = isinstance(s, Stmt) and s.cond is not None
         crosses_loop = any(isinstance(t, Loop) for t in body[pos + 1 : max(ends, default=0)])
         if pos >= busy_until and ends and min(ends) > pos and not conditional and not crosses_loop:
@@ -1570,6 +1490,7 @@ class TorchEmitter:
     file_suffix = ".py"
     options: tuple[str, ...] = ()
     zoo_variants = (ZooVariant("torch"),)
+    reserved_names = RESERVED_NAMES
 
     def emit(
         self, spec: ResolvedSpec, graph: Graph, options: Mapping[str, Any] | None = None

@@ -50,19 +50,24 @@ def write_atomic(path: Path, content: bytes) -> None:
 
     The new file gets the existing file's mode, or 0666 minus the umask for a new one
     (mkstemp's private 0600 would surprise everyone who reads the output)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # name the file the user asked for, not our temporary
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 
@@ -87,7 +92,11 @@ class Manifest:
     def load(cls, folder: Path) -> Manifest:
         path = folder / MANIFEST
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return cls(folder)  # nothing written here yet (writing will say if it cannot)
+        try:
+            data = json.loads(text)
             files = data["files"]
             zoo = data.get("zoo", [])
             if not isinstance(files, dict) or not all(
@@ -96,9 +105,7 @@ class Manifest:
                 raise ValueError("'files' is not a mapping of names to hashes")
             if not isinstance(zoo, list) or not all(isinstance(z, str) for z in zoo):
                 raise ValueError("'zoo' is not a list of names")
-        except FileNotFoundError:
-            return cls(folder)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             # An unreadable manifest proves nothing: treat every file as the user's.
             raise OwnershipError(
                 f"{display_path(path)} is not a valid archspec manifest ({exc}); "

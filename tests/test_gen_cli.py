@@ -228,7 +228,15 @@ def test_write_atomic_keeps_the_old_file_when_the_write_fails(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as caught:
         write_atomic(target, b"new\n")
+    assert caught.value.filename == str(target)  # the target, never our temporary file
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["model.py"]  # no temp file left behind
+
+
+def test_unwritable_folder_error_names_the_target(tmp_path: Path) -> None:
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where a folder should be\n")
+    code, _, err = run("gen", "resnet18", "--backend", "torch", "-o", str(blocker / "sub"))
+    assert code == 1 and "Traceback" not in err and "out/sub" in err and ".tmp" not in err

@@ -342,6 +342,13 @@ def gen(
     show_default=True,
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float64"]),
+    default=None,
+    help="What the backends compute in (default: float32 for inference, float64 for train "
+    "and grad, where fp32 rounding alone exceeds the tolerance).",
+)
 @size_option
 @click.option("--batch", type=click.IntRange(min=1, max=4096), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Weights and input seed.")
@@ -358,6 +365,7 @@ def parity(
     backend_list: str | None,
     mode: str,
     device: str,
+    dtype: str | None,
     input_size: tuple[int, int] | None,
     batch: int,
     seed: int,
@@ -404,6 +412,7 @@ def parity(
                 device=device,
                 tol=Tolerance(atol=atol, rtol=rtol),
                 progress=lambda line: click.echo(line, err=True),
+                dtype=dtype,  # type: ignore[arg-type]
             )
         except ParityError as exc:
             click.echo(f"error: {exc}", err=True)

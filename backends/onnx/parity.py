@@ -1,8 +1,8 @@
 """The ONNX parity runner: the model built from the IR, run in onnxruntime.
 
 Every IR op's result is an ONNX value named after the IR node, so probing is exact and
-complete: the probed values become extra graph outputs. Ops that are aliases in ONNX
-(dropout at inference) produce no value of their own and are not probed. Inference only:
+complete: the probed values become extra graph outputs. A dropout is an alias at
+inference (no ONNX node): its probe reads the value it passes on. Inference only:
 onnxruntime has no training-mode BatchNorm or gradients for these graphs.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from archspec.parity import RunRequest, RunResult
+from archspec.parity import ParityError, RunRequest, RunResult
 
 
 class OnnxRunner:
@@ -52,12 +52,25 @@ class OnnxRunner:
 
         from onnx import TensorProto, helper
 
+        if request.dtype != "float32":
+            raise ParityError("the onnx backend builds float32 models: use --dtype float32")
         graph = request.graph
         model = build_model(graph, request.weights, fold_bn=self.fold_bn, spec=request.spec)
         if self.transform is not None:
             self.transform(model)
         produced = {out for node in model.graph.node for out in node.output}
-        extra = [p for p in request.probes if p in produced and p not in graph.outputs]
+        produced |= {i.name for i in model.graph.input}
+
+        def value_of(name: str) -> str | None:
+            node = graph.node(name)
+            if name in produced:
+                return name
+            if node.op.kind == "dropout":  # identity at inference: no node of its own
+                return value_of(node.inputs[0])
+            return None
+
+        source = {p: v for p in request.probes if (v := value_of(p)) is not None}
+        extra = sorted({v for v in source.values() if v not in graph.outputs} - set(graph.inputs))
         for name in extra:
             model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
         providers = (
@@ -69,9 +82,10 @@ class OnnxRunner:
         feeds = {name: np.asarray(request.inputs[name]) for name in graph.inputs}
         values = session.run([*graph.outputs, *extra], feeds)
         found = dict(zip([*graph.outputs, *extra], values, strict=True))
+        found.update(feeds)
         return RunResult(
             outputs={name: found[name] for name in graph.outputs},
-            probes={name: found[name] for name in request.probes if name in found},
+            probes={p: found[v] for p, v in source.items()},
         )
 
 

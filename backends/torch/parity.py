@@ -83,7 +83,8 @@ class TorchRunner:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         device = torch.device(request.device)
-        dtype = torch.float64 if self.float64 else torch.float32
+        wide = self.float64 or request.dtype == "float64"
+        dtype = torch.float64 if wide else torch.float32
         graph = request.graph
         model = self.build(request).to(device, dtype)
         captured: dict[str, np.ndarray] = {}

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from archspec.errors import suggest
 from archspec.ir import Graph
+from archspec.names import NONE, ReservedNames
 from archspec.registry import ResolvedSpec
 
 GROUP = "archspec.backends"
@@ -46,6 +47,9 @@ OPTION_FLAGS: dict[str, str] = {
 
 @runtime_checkable
 class Backend(Protocol):
+    """A backend. Optionally also `reserved_names: ReservedNames`, the names its generated
+    code owns (read through `reserved_names(backend)`; none when absent)."""
+
     name: str  # "torch": the --backend name
     file_suffix: str  # ".py"
     options: tuple[str, ...]  # option names it accepts (keys of OPTION_FLAGS, or its own)
@@ -95,3 +99,11 @@ def get(name: str) -> Backend:
     if not isinstance(backend, Backend):
         raise BackendError(f"entry point '{name}' ({eps[0].value}) is not an archspec Backend")
     return backend
+
+
+def reserved_names(backend: Backend) -> ReservedNames:
+    """The backend's table of names specs may not use (`archspec.names`); optional."""
+    table = getattr(backend, "reserved_names", NONE)
+    if not isinstance(table, ReservedNames):
+        raise BackendError(f"backend '{backend.name}': reserved_names is not a ReservedNames")
+    return table

@@ -22,6 +22,22 @@ if TYPE_CHECKING:
 EXIT_INVALID = 2
 
 
+def say(text: str, *, err: bool = False, nl: bool = True) -> None:
+    """Print a line of ours that may quote spec text: control characters are escaped."""
+    from archspec.text import for_terminal
+
+    click.echo(for_terminal(text), err=err, nl=nl)
+
+
+def cell(text: str) -> Any:
+    """Spec text for a rich table: escaped like `say`, and never parsed as rich markup."""
+    from rich.text import Text
+
+    from archspec.text import for_terminal
+
+    return Text(for_terminal(text))
+
+
 @contextmanager
 def reported() -> Iterator[None]:
     """Turn our errors into one clean message and exit 2 (1 for I/O trouble)."""
@@ -31,13 +47,13 @@ def reported() -> Iterator[None]:
     try:
         yield
     except SpecError as exc:
-        click.echo(exc.render(), err=True)
+        say(exc.render(), err=True)
         sys.exit(EXIT_INVALID)
     except BackendError as exc:
-        click.echo(f"error: {exc}", err=True)
+        say(f"error: {exc}", err=True)
         sys.exit(EXIT_INVALID)
     except OSError as exc:
-        click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+        say(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
         sys.exit(1)
 
 
@@ -103,7 +119,7 @@ def list_cmd() -> None:
     with reported():
         for name in zoo_names():
             spec, graph = build(name)
-            table.add_row(name, spec.description, f"{totals(graph).trainable:,}")
+            table.add_row(name, cell(spec.description), f"{totals(graph).trainable:,}")
     Console().print(table)
 
 
@@ -125,16 +141,16 @@ def validate(
         try:
             spec = load(target)
             if spec.body is None or spec.abstract:
-                click.echo(f"ok  {spec.file}: library with {len(spec.blocks)} block(s)")
+                say(f"ok  {spec.file}: library with {len(spec.blocks)} block(s)")
                 continue
             graph = lower(spec, parse_sets(sets), input_size)
             t = totals(graph)
-            click.echo(
+            say(
                 f"ok  {spec.file}: {len(graph.nodes)} nodes, {t.trainable:,} trainable "
                 f"+ {t.non_trainable:,} non-trainable parameters"
             )
         except SpecError as exc:
-            click.echo(exc.render(), err=True)
+            say(exc.render(), err=True)
             bad += 1
     if bad:
         sys.exit(EXIT_INVALID)
@@ -153,7 +169,7 @@ def summary(target: str, sets: tuple[str, ...], input_size: tuple[int, int] | No
 
     with reported():
         _, graph = build(target, sets, input_size)
-    table = Table(title=f"{graph.name}: {graph.description}", title_justify="left")
+    table = Table(title=cell(f"{graph.name}: {graph.description}"), title_justify="left")
     table.add_column("name")
     table.add_column("op")
     table.add_column("output shape", justify="right")
@@ -165,7 +181,7 @@ def summary(target: str, sets: tuple[str, ...], input_size: tuple[int, int] | No
             if row.shared_with
             else (f"{row.params:,}" if row.params else "")
         )
-        table.add_row(row.name, row.op, shape, params)
+        table.add_row(cell(row.name), row.op, shape, params)
     t = totals(graph)
     console = Console()
     console.print(table)
@@ -198,7 +214,7 @@ def graph(target: str, fmt: str, sets: tuple[str, ...], input_size: tuple[int, i
 
     with reported():
         _, g = build(target, sets, input_size)
-    click.echo((to_mermaid if fmt == "mermaid" else to_dot)(g), nl=False)
+    say((to_mermaid if fmt == "mermaid" else to_dot)(g), nl=False)
 
 
 @main.command()
@@ -316,8 +332,8 @@ def gen(
     "backend_list",
     default=None,
     metavar="A,B,...",
-    help="Backends to compare, the first is the reference (default: every installed one, "
-    "torch first).",
+    help="Backends to compare, the first is the reference (default: torch64, torch in "
+    "float64, then every installed one).",
 )
 @click.option(
     "--mode",
@@ -326,6 +342,13 @@ def gen(
     show_default=True,
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float64"]),
+    default=None,
+    help="What the backends compute in (default: float32 for inference, float64 for train "
+    "and grad, where fp32 rounding alone exceeds the tolerance).",
+)
 @size_option
 @click.option("--batch", type=click.IntRange(min=1, max=4096), default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Weights and input seed.")
@@ -342,6 +365,7 @@ def parity(
     backend_list: str | None,
     mode: str,
     device: str,
+    dtype: str | None,
     input_size: tuple[int, int] | None,
     batch: int,
     seed: int,
@@ -363,7 +387,7 @@ def parity(
             names = (
                 [n.strip() for n in backend_list.split(",") if n.strip()]
                 if backend_list
-                else sorted(runner_names(), key=lambda n: (n != "torch", n))
+                else sorted(runner_names(), key=lambda n: (n != "torch64", n != "torch", n))
             )
             runners = [get_runner(n) for n in names]
             for runner in runners:
@@ -388,6 +412,7 @@ def parity(
                 device=device,
                 tol=Tolerance(atol=atol, rtol=rtol),
                 progress=lambda line: click.echo(line, err=True),
+                dtype=dtype,  # type: ignore[arg-type]
             )
         except ParityError as exc:
             click.echo(f"error: {exc}", err=True)

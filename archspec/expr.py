@@ -186,10 +186,20 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
     return tokens
 
 
+MAX_NESTING = 40  # parentheses, brackets, calls, unary and conditional chains (recursion)
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0
+
+    def nested(self, pos: int) -> None:
+        """Count one level of recursion; deep nesting is an error, never a RecursionError."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExprError(f"expression nested deeper than {MAX_NESTING} levels", pos)
 
     def peek(self) -> tuple[str, str, int]:
         return self.tokens[self.i]
@@ -220,12 +230,14 @@ class _Parser:
         return node
 
     def expr(self) -> Expr:
+        self.nested(self.peek()[2])
         node = self.or_()
         if self.peek()[1] == "if" and self.peek()[0] == "name":
             pos = self.take()[2]
             cond = self.or_()
             self.expect("else")
-            return IfElse(cond, node, self.expr(), pos)
+            node = IfElse(cond, node, self.expr(), pos)
+        self.depth -= 1
         return node
 
     def _binary_chain(self, ops: tuple[str, ...], sub: Callable[[], Expr]) -> Expr:
@@ -244,7 +256,10 @@ class _Parser:
     def not_(self) -> Expr:
         if self.peek()[1] == "not" and self.peek()[0] == "name":
             pos = self.take()[2]
-            return Unary("not", self.not_(), pos)
+            self.nested(pos)
+            node = Unary("not", self.not_(), pos)
+            self.depth -= 1
+            return node
         return self.cmp()
 
     def cmp(self) -> Expr:
@@ -267,14 +282,19 @@ class _Parser:
         kind, val, pos = self.peek()
         if kind == "op" and val in ("-", "+"):
             self.take()
-            return Unary(val, self.unary(), pos)
+            self.nested(pos)
+            node = Unary(val, self.unary(), pos)
+            self.depth -= 1
+            return node
         return self.power()
 
     def power(self) -> Expr:
         node = self.postfix()
         if self.peek()[1] == "**":
             pos = self.take()[2]
-            return Binary("**", node, self.unary(), pos)
+            self.nested(pos)
+            node = Binary("**", node, self.unary(), pos)
+            self.depth -= 1
         return node
 
     def postfix(self) -> Expr:
@@ -301,7 +321,8 @@ class _Parser:
             return Str(val[1:-1], pos)
         if kind == "num":
             is_float = any(c in val for c in ".eE")
-            return Num(float(val) if is_float else int(val), pos)
+            number = _check(float(val) if is_float else int(val), pos)
+            return Num(number, pos)  # type: ignore[arg-type]
         if kind == "name":
             if val in ("true", "True"):
                 return Num(True, pos)
@@ -346,23 +367,36 @@ def _typename(v: object) -> str:
     return {int: "int", float: "float", str: "str", list: "list"}.get(type(v), type(v).__name__)
 
 
-def _check(value: Value, pos: int) -> Value:
-    if isinstance(value, bool):
+def _check(value: object, pos: int) -> Value:
+    """Every computed value is a bool, str, bounded list or finite bounded real number."""
+    if isinstance(value, bool | str):
         return value
-    if isinstance(value, int | float):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ExprError("result is not a finite number", pos)
-        if abs(value) > LIMITS.max_expr_value:
+    if isinstance(value, list):
+        if len(value) > LIMITS.max_list_items:
             raise ExprError(
-                f"result too large: {value:g} "
-                + f"(limit {LIMITS.max_expr_value:g}; raise it with ARCHSPEC_LIMIT_MAX_EXPR_VALUE)",
-                pos,
+                describe("max_list_items", len(value), LIMITS.max_list_items, "list length"), pos
             )
+        return value
+    if not isinstance(value, int | float):
+        raise ExprError(f"result is not a real number ({_typename(value)})", pos)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ExprError("result is not a finite number", pos)
+    if abs(value) > LIMITS.max_expr_value:
+        raise ExprError(
+            f"result too large: {value:g} "
+            + f"(limit {LIMITS.max_expr_value:g}; raise it with ARCHSPEC_LIMIT_MAX_EXPR_VALUE)",
+            pos,
+        )
     return value
 
 
 def _arith(op: str, a: Value, b: Value, pos: int) -> Value:
     if op == "+" and isinstance(a, list) and isinstance(b, list):
+        if len(a) + len(b) > LIMITS.max_list_items:  # checked before building it
+            raise ExprError(
+                describe("max_list_items", len(a) + len(b), LIMITS.max_list_items, "list length"),
+                pos,
+            )
         return a + b
     for v in (a, b):
         if isinstance(v, bool) or not isinstance(v, int | float):

@@ -50,19 +50,24 @@ def write_atomic(path: Path, content: bytes) -> None:
 
     The new file gets the existing file's mode, or 0666 minus the umask for a new one
     (mkstemp's private 0600 would surprise everyone who reads the output)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # name the file the user asked for, not our temporary
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 
@@ -72,32 +77,42 @@ def digest(content: bytes) -> str:
 
 @dataclass
 class Manifest:
-    """The files archspec wrote into one folder, with the hash of what it wrote."""
+    """The files archspec wrote into one folder, with the hash of what it wrote.
+
+    `zoo` names the files `gen --all` wrote: only those can become orphans to prune. A
+    file from `gen NAME` (a user's spec, or a model carrying their `--weights`) is
+    replaced by later runs but never removed."""
 
     folder: Path
     files: dict[str, str] = field(default_factory=dict)
+    zoo: set[str] = field(default_factory=set)
     changed: bool = False
 
     @classmethod
     def load(cls, folder: Path) -> Manifest:
         path = folder / MANIFEST
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return cls(folder)  # nothing written here yet (writing will say if it cannot)
+        try:
+            data = json.loads(text)
             files = data["files"]
+            zoo = data.get("zoo", [])
             if not isinstance(files, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in files.items()
             ):
                 raise ValueError("'files' is not a mapping of names to hashes")
-        except FileNotFoundError:
-            return cls(folder)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if not isinstance(zoo, list) or not all(isinstance(z, str) for z in zoo):
+                raise ValueError("'zoo' is not a list of names")
+        except (ValueError, KeyError, TypeError) as exc:
             # An unreadable manifest proves nothing: treat every file as the user's.
             raise OwnershipError(
                 f"{display_path(path)} is not a valid archspec manifest ({exc}); "
                 "archspec cannot tell its own files from yours there: delete the manifest "
                 "to start afresh (files will then only be replaced with --force)"
             ) from None
-        return cls(folder, dict(files))
+        return cls(folder, dict(files), set(zoo) & set(files))
 
     def proves(self, name: str) -> bool:
         """The file exists and still holds exactly what archspec wrote."""
@@ -105,19 +120,26 @@ class Manifest:
         path = self.folder / name
         return recorded is not None and path.is_file() and digest(path.read_bytes()) == recorded
 
-    def record(self, name: str, content: bytes) -> None:
-        if self.files.get(name) != digest(content):
+    def record(self, name: str, content: bytes, zoo: bool = False) -> None:
+        if self.files.get(name) != digest(content) or (zoo and name not in self.zoo):
             self.files[name] = digest(content)
             self.changed = True
+        if zoo:
+            self.zoo.add(name)
 
     def forget(self, name: str) -> None:
         if self.files.pop(name, None) is not None:
+            self.zoo.discard(name)
             self.changed = True
 
     def save(self) -> None:
         if not self.changed:
             return
-        body = {"generator": "archspec", "files": dict(sorted(self.files.items()))}
+        body = {
+            "generator": "archspec",
+            "files": dict(sorted(self.files.items())),
+            "zoo": sorted(self.zoo),
+        }
         write_atomic(self.folder / MANIFEST, (json.dumps(body, indent=2) + "\n").encode())
         self.changed = False
 
@@ -131,7 +153,9 @@ def ours(manifest: Manifest, name: str) -> bool:
         return handle.read(len(HEADER)) == HEADER
 
 
-def place(manifest: Manifest, name: str, content: bytes, force: bool, echo: Echo) -> None:
+def place(
+    manifest: Manifest, name: str, content: bytes, force: bool, echo: Echo, zoo: bool = False
+) -> None:
     """Write one artifact into the manifest's folder, refusing to replace a user's file."""
     path = manifest.folder / name
     shown = display_path(path)
@@ -139,7 +163,7 @@ def place(manifest: Manifest, name: str, content: bytes, force: bool, echo: Echo
         raise OwnershipError(f"{shown} exists and is not a regular file; nothing was written")
     if path.is_file():
         if path.read_bytes() == content:
-            manifest.record(name, content)
+            manifest.record(name, content, zoo)
             echo(f"unchanged {shown}")
             return
         if not force and not ours(manifest, name):
@@ -149,7 +173,7 @@ def place(manifest: Manifest, name: str, content: bytes, force: bool, echo: Echo
                 "folder with -o, or pass --force"
             )
     write_atomic(path, content)
-    manifest.record(name, content)
+    manifest.record(name, content, zoo)
     echo(f"wrote {shown}")
 
 
@@ -215,8 +239,8 @@ def render_zoo(backends: list[Backend], root: Path) -> list[ZooFolder]:
 
 
 def orphans(manifest: Manifest, files: Mapping[str, bytes]) -> list[str]:
-    """Files archspec wrote here earlier that no zoo spec produces now."""
-    return sorted(name for name in manifest.files if name not in files)
+    """Files `gen --all` wrote here earlier that no zoo spec produces now."""
+    return sorted(name for name in manifest.zoo if name not in files)
 
 
 def generate_zoo(
@@ -231,7 +255,7 @@ def generate_zoo(
         try:
             for filename, content in zoo.files.items():
                 try:
-                    place(manifest, filename, content, False, echo)
+                    place(manifest, filename, content, False, echo, zoo=True)
                 except OwnershipError as exc:
                     refused.append(str(exc))
             for name in orphans(manifest, zoo.files):

@@ -22,6 +22,8 @@ class Limits:
     max_channels: int = 1 << 20
     max_spatial: int = 1 << 16
     max_nodes: int = 200_000
+    max_expansions: int = 500_000
+    max_list_items: int = 10_000
     max_params: int = 10**10
 
     @classmethod
@@ -31,14 +33,22 @@ class Limits:
             raw = os.environ.get(env_name(f.name))
             if raw is None:
                 continue
-            if raw.strip().isdigit() and int(raw) > 0:
-                values[f.name] = int(raw)
+            value = _positive_int(raw)
+            if value is not None:
+                values[f.name] = value
             else:
                 print(
                     f"archspec: ignoring {env_name(f.name)}={raw!r}: expected a positive integer",
                     file=sys.stderr,
                 )
         return cls(**values)
+
+
+def _positive_int(raw: str) -> int | None:
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 30:
+        return None
+    return int(text) or None
 
 
 def env_name(limit: str) -> str:

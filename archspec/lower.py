@@ -43,7 +43,12 @@ class Names(Generic[V]):
 
     values: dict[str, V]
     parent: Names[V] | None = None
-    later: frozenset[str] = frozenset()  # names declared further down (for cycle errors)
+    declared: list[str] = field(default_factory=list)  # this body's item names, in order
+    position: int = 0  # index of the item being lowered in `declared`
+
+    def declared_later(self, name: str) -> bool:
+        """Whether `name` is declared at or below the current item (a cycle if read)."""
+        return name in self.declared[self.position :]
 
     def lookup(self, name: str) -> V | None:
         table: Names[V] | None = self
@@ -83,6 +88,7 @@ class Lowerer:
         self.scopes: list[ScopeInfo] = []
         self.shared: dict[str, list[str]] = {}
         self.total_params = 0
+        self.expansions = 0
         self.depth = 0
         self.context: list[str] = []
         self.params: dict[str, Any] = {}
@@ -134,6 +140,7 @@ class Lowerer:
             raise self.error(
                 source, path, f"duplicate name '{node.name}': another item already has it"
             )
+        self.check_shape(node.shape, source, path)
         if len(self.nodes) >= LIMITS.max_nodes:
             raise self.error(
                 source,
@@ -142,6 +149,31 @@ class Lowerer:
                 limit=True,
             )
         self.nodes[node.name] = node
+
+    def check_shape(self, shape: Shape, source: Source, path: Path) -> None:
+        """Every tensor's channels (or features) and spatial sizes are within the caps."""
+        if shape and shape[0] > LIMITS.max_channels:
+            message = describe("max_channels", shape[0], LIMITS.max_channels, "channel count")
+            raise self.error(source, path, message, limit=True)
+        for dim in shape[1:]:
+            if dim > LIMITS.max_spatial:
+                message = describe("max_spatial", dim, LIMITS.max_spatial, "spatial size")
+                raise self.error(source, path, message, limit=True)
+
+    def expand(self, count: int, source: Source, path: Path) -> None:
+        """Count `count` expansions (items, absent ones included, block calls, repeats)
+        before doing them: the budget bounds the work, whatever the graph ends up with."""
+        self.expansions += count
+        if self.expansions > LIMITS.max_expansions:
+            raise self.error(
+                source,
+                path,
+                describe(
+                    "max_expansions", self.expansions, LIMITS.max_expansions, "expansion count"
+                )
+                + " (items, absent ones included, block calls and repeats)",
+                limit=True,
+            )
 
     def lower(self, params: dict[str, Any], input_size: tuple[int, int] | None) -> Graph:
         spec = self.spec
@@ -183,14 +215,6 @@ class Lowerer:
                     )
             if input_size is not None and len(shape) == 3:
                 shape[1], shape[2] = input_size
-            for d in shape[1:]:
-                if d > LIMITS.max_spatial:
-                    raise LimitError(
-                        describe("max_spatial", d, LIMITS.max_spatial, "input size"),
-                        path=path,
-                        file=inputs_src.file,
-                        location=inputs_src.locate(path),
-                    )
             node = Node(
                 name=iname,
                 op=ir.Input(shape=tuple(shape)),
@@ -264,11 +288,12 @@ class Lowerer:
         current: str,
         ctx: BlockCtx,
     ) -> str:
-        declared = [item.name or str(i) for i, item in enumerate(items)]
+        names.declared = [item.name or str(i) for i, item in enumerate(items)]
         for i, item in enumerate(items):
             path = self.item_path(ctx.source, list_path, i)
-            local = declared[i]
-            names.later = frozenset(declared[i + 1 :])
+            self.expand(1, ctx.source, path)
+            local = names.declared[i]
+            names.position = i
             full = prefix + local
             sources = self.resolve_inputs(item, names, current, ctx, path)
             if item.when is not None:
@@ -316,7 +341,7 @@ class Lowerer:
                 continue
             found = names.lookup(ref)
             if found is None:
-                if ref in names.later or ref == (item.name or ""):
+                if names.declared_later(ref):
                     raise self.error(
                         ctx.source,
                         rpath,
@@ -522,6 +547,7 @@ class Lowerer:
         here = SourceRef(ctx.source.file, path)
         self.scopes.append(ScopeInfo(path=full, kind="repeat", block_type=block_name, source=here))
         current = sources[0]
+        self.expand(count, ctx.source, (*path, "repeat"))
         for i in range(count):
             sub = f"{full}.{item.prefix}{item.start + i}"
             first = item.first if i == 0 else None
@@ -543,6 +569,7 @@ class Lowerer:
         extra: dict[str, Any],
     ) -> str:
         bdef = located.value
+        self.expand(1, ctx.source, path)
         env = {**ctx.env, **extra}
         values: dict[str, Any] = {}
         merged = [(k, v, (*path, "args", k)) for k, v in args.items()]
@@ -626,6 +653,7 @@ class Lowerer:
             return self.lower_items(item.body, (*path, "body"), full + ".", inner, sources[0], ctx)
         self.scopes.append(ScopeInfo(path=full, kind="repeat", source=here))
         current = sources[0]
+        self.expand(count, ctx.source, (*path, "repeat"))
         saved = ctx.env
         try:
             for i in range(count):

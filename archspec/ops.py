@@ -55,6 +55,8 @@ def fmt_shape(shape: Shape) -> str:
 
 def pair(value: Any, field: str) -> tuple[int, int]:
     items = list(value) if isinstance(value, list | tuple) else [value, value]
+    if len(items) != 2:
+        raise OpError(field, f"expected a positive int or [h, w], got a list of {len(items)}")
     for v in items:
         if isinstance(v, bool) or not isinstance(v, int):
             raise OpError(field, f"expected a positive int or [h, w], got {v!r}")
@@ -96,6 +98,12 @@ def padding(
         left, right = same_sides(hw[1], kernel[1], stride[1], dilation[1])
         return ir.Padding(top=top, bottom=bottom, left=left, right=right, same=True)
     items = value if isinstance(value, list) else [value]
+    if len(items) not in (1, 2, 4) or (len(items) == 1 and isinstance(value, list)):
+        raise OpError(
+            field,
+            "expected 'same', 'valid', an int, [h, w] or [top, bottom, left, right]; "
+            f"got a list of {len(items)}",
+        )
     for v in items:
         if isinstance(v, bool) or not isinstance(v, int):
             raise OpError(
@@ -172,6 +180,8 @@ def number(
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise OpError(field, f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise OpError(field, f"expected a finite number, got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
         raise OpError(field, f"must be {'>' if low_open else '>='} {low}, got {value}")
     if high is not None and value > high:

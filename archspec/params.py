@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
+from archspec.errors import SpecError
+from archspec.limits import LIMITS, describe
+from archspec.source import load_value
 from archspec.spec import ParamDecl
+from archspec.text import short_repr
 
 
 def typename(value: Any) -> str:
@@ -16,10 +18,7 @@ def typename(value: Any) -> str:
 
 
 def describe_value(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{typename(value)} {text}"
+    return f"{typename(value)} {short_repr(value)}"
 
 
 def _is_int(v: Any) -> bool:
@@ -43,6 +42,8 @@ CHECKS = {
 def check_value(decl: ParamDecl, value: Any) -> str | None:
     """None when `value` fits `decl`, else what was expected vs what was got."""
     ok, expected = CHECKS[decl.type]
+    if isinstance(value, list) and len(value) > LIMITS.max_list_items:
+        return describe("max_list_items", len(value), LIMITS.max_list_items, "list length")
     if not ok(value):
         hint = ""
         if decl.type == "int" and isinstance(value, float):
@@ -66,13 +67,18 @@ def coerce(decl: ParamDecl, value: Any) -> Any:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """`num_classes=10` -> ("num_classes", 10); values are YAML scalars or flow lists."""
+    """`num_classes=10` -> ("num_classes", 10); values are YAML scalars or flow lists,
+    read under the same caps as spec files (a YAML alias bomb is a LimitError)."""
     if "=" not in text:
         raise ValueError(f"expected NAME=VALUE, got '{text}'")
     name, raw = text.split("=", 1)
     name = name.strip()
+    if not raw.strip():
+        return name, ""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = load_value(raw, "--set")
+    except SpecError as exc:
+        if exc.message.startswith("invalid YAML:"):  # not YAML: the text itself
+            return name, raw
+        raise type(exc)(exc.message, path=("params", name), file="--set") from None
     return name, value

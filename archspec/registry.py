@@ -10,6 +10,7 @@ file and spec path it came from, so later errors point at the right line.
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path as FsPath
@@ -18,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from archspec.errors import Path, SpecError, suggest
+from archspec.names import check_spec_names, check_stem
 from archspec.params import check_value, describe_value
 from archspec.source import Source, load_file
 from archspec.spec import OP_MODELS, BlockDef, InputDecl, Item, ParamDecl, Spec
@@ -66,6 +68,22 @@ def zoo_names() -> list[str]:
     return sorted(p.stem for p in specs_root().glob("*.yaml"))
 
 
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
+
+
+def header_path(spec_file: str) -> str:
+    """The spec's path for generated-file headers: `specs/<name>.yaml` for the zoo, never
+    absolute, only safe characters (the bytes must not depend on where `gen` runs)."""
+    path = FsPath(spec_file)
+    try:
+        shown = "specs/" + path.resolve().relative_to(specs_root().resolve()).as_posix()
+    except (ValueError, OSError):
+        shown = path.as_posix() if not path.is_absolute() else path.name
+    if not _SAFE_PATH.match(shown) or len(shown) > 40:
+        shown = path.name if _SAFE_PATH.match(path.name) and len(path.name) <= 40 else "a spec file"
+    return shown
+
+
 def display_path(path: FsPath) -> str:
     """Paths in messages: relative to the cwd when below it, like compilers print them."""
     try:
@@ -78,9 +96,9 @@ def locate(target: str) -> FsPath:
     """A CLI argument (zoo name or file path) -> the spec file."""
     candidate = FsPath(target)
     if target.endswith((".yaml", ".yml")) or "/" in target or candidate.is_file():
-        if not candidate.is_file():
+        if not candidate.exists():
             raise SpecError(f"no such spec file: {target}", file=target)
-        return candidate
+        return candidate  # what kind of file it is, load_file checks
     zoo = specs_root() / f"{target}.yaml"
     if zoo.is_file():
         return zoo
@@ -88,10 +106,13 @@ def locate(target: str) -> FsPath:
 
 
 def parse_spec(source: Source) -> Spec:
+    """The file's Spec: its structure and types (pydantic), then its names (one rule)."""
     try:
-        return Spec.model_validate(source.data)
+        spec = Spec.model_validate(source.data)
     except ValidationError as exc:
         raise translate(exc, source) from None
+    check_spec_names(spec, source)
+    return spec
 
 
 def load(target: str | FsPath) -> ResolvedSpec:
@@ -130,6 +151,8 @@ class _Loader:
             names = " -> ".join(p.stem for p in (*chain, path))
             raise SpecError(f"circular extends/use: {names}", file=display_path(path))
         source, spec = self.read(path)
+        if not chain:  # the model's name: the generated module, function and file
+            check_stem(path.stem, source)
         if spec.name is not None and spec.name != path.stem:
             raise source.error(
                 ("name",), f"name '{spec.name}' must equal the file name '{path.stem}'"

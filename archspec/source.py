@@ -7,13 +7,16 @@ duplicate keys, and (c) cap size, depth and alias expansion before anything big 
 
 from __future__ import annotations
 
+import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
 
-from archspec.errors import Location, Path, SpecError, format_path
+from archspec.errors import LimitError, Location, Path, SpecError, format_path
 from archspec.limits import LIMITS, describe
 
 
@@ -105,22 +108,144 @@ class _Converter:
 
     def scalar(self, node: yaml.Node, path: Path) -> Any:
         try:
-            return self._scalar.construct_object(node, deep=True)
+            value = self._scalar.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             raise self.fail(node, path, f"invalid YAML value: {exc}") from None
+        except (ValueError, OverflowError) as exc:  # over-long ints, impossible dates
+            if node.tag == "tag:yaml.org,2002:int":
+                message = (
+                    f"a number with {len(str(node.value)):,} digits exceeds the limit "
+                    f"max_expr_value={LIMITS.max_expr_value:,}"
+                )
+            else:
+                message = f"invalid YAML value: {exc}"
+            raise self.fail(node, path, message) from None
+        problem = number_problem(value)
+        if problem is not None:
+            raise self.fail(node, path, problem)
+        return value
+
+
+def number_problem(value: Any) -> str | None:
+    """Spec numbers are finite and within max_expr_value (the bound on anything computed)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"expected a finite number, got {value!r}"
+    if abs(value) > LIMITS.max_expr_value:
+        return describe("max_expr_value", value, LIMITS.max_expr_value, "number")
+    return None
+
+
+class _ComposeLimit(Exception):
+    def __init__(self, message: str, mark: yaml.Mark) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class _GuardedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with the depth and node caps applied while composing: its
+    composer recurses once per nesting level, so a deeply nested flow collection would
+    end in Python's RecursionError before the converter's own caps ever ran."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        self.nodes += 1
+        try:
+            if self.depth > LIMITS.max_yaml_depth + 1:
+                raise _ComposeLimit(
+                    describe("max_yaml_depth", self.depth - 1, LIMITS.max_yaml_depth, "nesting"),
+                    self.peek_event().start_mark,
+                )
+            if self.nodes > LIMITS.max_yaml_nodes:
+                raise _ComposeLimit(
+                    describe(
+                        "max_yaml_nodes", self.nodes, LIMITS.max_yaml_nodes, "YAML value count"
+                    ),
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _compose_python(text: str) -> yaml.Node | None:
+    loader = _GuardedLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
+
+
+def _prescan(text: str) -> None:
+    """The guarded loader's caps, applied to libyaml's (iterative) event stream: its
+    composer recurses in C, so depth must be known to be safe before it runs."""
+    depth = nodes = 0
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        nodes += 1
+        if depth + 1 > LIMITS.max_yaml_depth + 1:
+            raise _ComposeLimit(
+                describe("max_yaml_depth", depth, LIMITS.max_yaml_depth, "nesting"),
+                event.start_mark,
+            )
+        if nodes > LIMITS.max_yaml_nodes:
+            raise _ComposeLimit(
+                describe("max_yaml_nodes", nodes, LIMITS.max_yaml_nodes, "YAML value count"),
+                event.start_mark,
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The YAML node tree: libyaml when installed (several times faster), else PyYAML.
+    Invalid YAML is always reported by PyYAML, whose messages name the problem better."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return _compose_python(text)
+    try:
+        _prescan(text)
+        return yaml.compose(text, Loader=yaml.CSafeLoader)
+    except yaml.YAMLError:
+        return _compose_python(text)
 
 
 def load_text(text: str, file: str) -> Source:
     """Parse untrusted YAML text into a Source, raising SpecError on any problem."""
+    src = _convert(text, file)
+    if not isinstance(src.data, dict):
+        raise src.error((), f"expected a mapping at the top level, got {type(src.data).__name__}")
+    return src
+
+
+def load_value(text: str, file: str) -> Any:
+    """One YAML value (a `--set` value), under the same caps and number rules as a file."""
+    return _convert(text, file).data
+
+
+def _convert(text: str, file: str) -> Source:
     size = len(text.encode("utf-8", errors="replace"))
     if size > LIMITS.max_file_bytes:
-        raise SpecError(
+        raise LimitError(
             describe("max_file_bytes", size, LIMITS.max_file_bytes, "spec file size"),
             file=file,
             location=Location(file, 1, 1),
         )
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
+    except _ComposeLimit as exc:
+        loc = Location(file, exc.mark.line + 1, exc.mark.column + 1)
+        raise LimitError(exc.message, file=file, location=loc) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -130,30 +255,65 @@ def load_text(text: str, file: str) -> Source:
         ) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", file=file, location=Location(file, 1, 1)) from None
+    except RecursionError:  # only when a raised max_yaml_depth exceeds Python's own limit
+        raise LimitError(
+            f"YAML nesting too deep for Python (max_yaml_depth={LIMITS.max_yaml_depth:,})",
+            file=file,
+            location=Location(file, 1, 1),
+        ) from None
     if node is None:
         raise SpecError(
             "the file is empty; expected a spec mapping", file=file, location=Location(file, 1, 1)
         )
     conv = _Converter(file)
-    conv.src.data = conv.convert(node, (), 0)
-    if not isinstance(conv.src.data, dict):
-        raise conv.src.error(
-            (), f"expected a mapping at the top level, got {type(conv.src.data).__name__}"
-        )
+    try:
+        conv.src.data = conv.convert(node, (), 0)
+    except RecursionError:
+        raise LimitError(
+            f"YAML nesting too deep for Python (max_yaml_depth={LIMITS.max_yaml_depth:,})",
+            file=file,
+            location=Location(file, 1, 1),
+        ) from None
     return conv.src
+
+
+def read_spec_bytes(path: FsPath, name: str) -> bytes:
+    """The file's bytes; its kind and size are checked before anything is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc.strerror}", file=name) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError("not a regular file; a spec is a YAML file", file=name)
+        if info.st_size > LIMITS.max_file_bytes:
+            raise LimitError(
+                describe("max_file_bytes", info.st_size, LIMITS.max_file_bytes, "spec file size"),
+                file=name,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= LIMITS.max_file_bytes:  # it may grow while we read
+            chunk = os.read(fd, LIMITS.max_file_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc.strerror}", file=name) from None
+    finally:
+        os.close(fd)
+    if size > LIMITS.max_file_bytes:
+        raise LimitError(
+            describe("max_file_bytes", size, LIMITS.max_file_bytes, "spec file size"), file=name
+        )
+    return b"".join(chunks)
 
 
 def load_file(path: FsPath, display: str | None = None) -> Source:
     name = display or str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"cannot read spec file: {exc.strerror}", file=name) from None
-    if len(raw) > LIMITS.max_file_bytes:
-        raise SpecError(
-            describe("max_file_bytes", len(raw), LIMITS.max_file_bytes, "spec file size"),
-            file=name,
-        )
+    raw = read_spec_bytes(path, name)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -163,4 +323,4 @@ def load_file(path: FsPath, display: str | None = None) -> Source:
     return load_text(text, name)
 
 
-__all__ = ["Source", "format_path", "load_file", "load_text"]
+__all__ = ["Source", "format_path", "load_file", "load_text", "load_value"]

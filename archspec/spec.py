@@ -9,7 +9,6 @@ defaults in `archspec.ops.BUILTIN_DEFAULTS`; the generated docs list both.
 
 from __future__ import annotations
 
-import keyword
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -27,36 +26,7 @@ from pydantic import (
 
 from archspec.expr import ExprError, expression_text, parse
 
-RESERVED = frozenset({"input", "prev", "self", "in_channels", "index", "x"})
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BLOCK_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]*$")
-
-
-def check_identifier(value: str) -> str:
-    if not _IDENT.match(value):
-        raise ValueError(
-            f"'{value}' is not a valid name; "
-            "expected letters, digits and '_', not starting with a digit"
-        )
-    if keyword.iskeyword(value) or value in {"True", "False", "None", "nn", "torch", "keras", "F"}:
-        raise ValueError(f"'{value}' is a reserved word in generated code; choose another name")
-    return value
-
-
-def check_item_name(value: str) -> str:
-    check_identifier(value)
-    if value in RESERVED:
-        raise ValueError(f"'{value}' is a reserved name ({', '.join(sorted(RESERVED))})")
-    return value
-
-
-def check_block_name(value: str) -> str:
-    check_identifier(value)
-    if not _BLOCK_NAME.match(value):
-        raise ValueError(
-            f"block names are class names: expected CapWords like 'Bottleneck', got '{value}'"
-        )
-    return value
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def check_expression(value: str) -> str:
@@ -72,17 +42,12 @@ def check_expression(value: str) -> str:
     return value
 
 
-def check_param_name(value: str) -> str:
-    check_identifier(value)
-    if value in ("in_channels", "index"):
-        raise ValueError(f"'{value}' is provided by archspec inside blocks; choose another name")
-    return value
-
-
-Identifier = Annotated[str, AfterValidator(check_identifier)]
-ParamName = Annotated[str, AfterValidator(check_param_name)]
-ItemName = Annotated[str, AfterValidator(check_item_name)]
-BlockName = Annotated[str, AfterValidator(check_block_name)]
+# Names (items, blocks, parameters, inputs, shared groups) are plain strings here: one
+# rule judges them all, per file, after parsing (`archspec.names`).
+Identifier = str
+ParamName = str
+ItemName = str
+BlockName = str
 ExprStr = Annotated[str, AfterValidator(check_expression)]
 
 # Values that may be given literally or as an expression.
@@ -369,7 +334,7 @@ class RepeatFields(SpecModel):
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if value and not _IDENT.match(value):
+        if value and not _IDENT.fullmatch(value):
             raise ValueError(f"prefix '{value}' must be a valid identifier start")
         return value
 
@@ -499,8 +464,14 @@ class Spec(SpecModel):
     )
     abstract: bool = Field(default=False, description="a family to extend, not a model on its own")
     params: dict[ParamName, Param] = Field(default_factory=dict)
-    inputs: dict[ItemName, Annotated[InputDecl, BeforeValidator(_input_shorthand)]] | None = None
-    outputs: list[str] | None = None
+    inputs: (
+        Annotated[
+            dict[ItemName, Annotated[InputDecl, BeforeValidator(_input_shorthand)]],
+            Field(min_length=1),
+        ]
+        | None
+    ) = None
+    outputs: Annotated[list[str], Field(min_length=1)] | None = None
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict)
     blocks: dict[BlockName, BlockDef] = Field(default_factory=dict)
     body: Body | None = None

@@ -35,9 +35,14 @@ def _walk(data: Any, loc: tuple[Any, ...]) -> tuple[Path, bool]:
     A `name` field of a `name: {...}` item resolves to that mapping key.
     """
     best: tuple[int, int, Path, bool] = (0, -1, (), False)
+    seen: set[tuple[Path, int, int, bool]] = set()  # each state once: linear, not 2^depth
 
     def visit(cur: Any, i: int, path: Path, last: int, is_key: bool) -> None:
         nonlocal best
+        state = (path, i, last, is_key)
+        if state in seen:
+            return
+        seen.add(state)
         if (last, len(path)) > best[:2]:
             best = (last, len(path), path, is_key)
         if i == len(loc):

@@ -43,11 +43,13 @@ def test_wheel_contents(wheel: Path) -> None:
     assert "archspec_torch/__init__.py" in names
     assert "archspec/codegen/plan.py" in names
     assert {"archspec_keras/runtime.py", "archspec_keras/templates/module.py.j2"} <= names
+    assert "archspec_onnx/model.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[archspec.backends]" in text and "torch = archspec_torch:backend" in text
     assert "keras = archspec_keras:backend" in text
     assert "[archspec.parity]" in text and "torch = archspec_torch.parity:runner" in text
+    assert "onnx = archspec_onnx:backend" in text
     assert "archspec = archspec.cli:main" in text
 
 
@@ -74,7 +76,9 @@ def test_installed_wheel_finds_its_specs(wheel: Path, tmp_path: Path) -> None:
 
 def test_backends_come_from_entry_points() -> None:
     assert "torch" in backend.available()
+    assert "onnx" in backend.available()
     core = ROOT / "archspec"
     for source in core.rglob("*.py"):
         text = source.read_text()
         assert "archspec_torch" not in text and "import torch" not in text, source
+        assert "archspec_onnx" not in text and "import onnx" not in text, source

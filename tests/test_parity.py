@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from archspec_onnx.parity import OnnxRunner
 from archspec_torch.parity import TorchRunner
 from click.testing import CliRunner
+from onnx import helper
 
 from archspec.cli import main
 from archspec.lower import lower
 from archspec.parity import (
     Errors,
+    RunRequest,
     Tolerance,
     block_outputs,
     canonical_inputs,
@@ -28,6 +33,7 @@ from archspec.parity import (
     run_parity,
 )
 from archspec.registry import load
+from archspec.weights import WeightSet
 
 
 def test_compare_computes_the_three_errors() -> None:
@@ -73,7 +79,8 @@ def test_block_outputs_are_what_the_next_block_reads() -> None:
     ]:
         read = graph.node(f"{nxt}.conv1").inputs[0]
         assert blocks[read] == block
-    assert len(probe_nodes(graph, per_op=False)) == 8  # one per BasicBlock
+    # one per BasicBlock and one per downsample branch (stages end where their last block does)
+    assert len(probe_nodes(graph, per_op=False)) == 8 + 3
     assert len(probe_nodes(graph, per_op=True)) == len(graph.nodes) - 1  # all but the input
 
 
@@ -168,3 +175,53 @@ def test_cli_json_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     body = json.loads(out.read_text())
     assert body["pairs"][0]["passed"] and body["pairs"][0]["outputs"]["fc"]["max_abs"] == 0
     assert "PASS" in stdout
+
+
+def onnx_plant(edit: Callable[[Any], None]) -> OnnxRunner:
+    return OnnxRunner(name="onnx_planted", transform=edit)
+
+
+def set_attribute(node_name: str, attr: str, value: float) -> Callable[[Any], None]:
+    def edit(model: Any) -> None:
+        (node,) = [n for n in model.graph.node if n.name == node_name]
+        (found,) = [a for a in node.attribute if a.name == attr]
+        found.f = value
+
+    return edit
+
+
+def test_onnx_matches_the_float64_reference_at_every_op() -> None:
+    spec = load("preact_resnet22")
+    graph = lower(spec, input_size=(35, 35))
+    (report,) = run_parity(spec, graph, [TorchRunner(float64=True), OnnxRunner()], per_op=True)
+    assert report.passed, report.first_divergence
+    # ONNX names every op's value after its IR node: it observes all of them
+    request = RunRequest(
+        spec,
+        graph,
+        WeightSet.random(graph),
+        canonical_inputs(graph),
+        tuple(probe_nodes(graph, True)),
+    )
+    assert set(OnnxRunner().run(request).probes) == set(request.probes)
+
+
+def test_onnx_planted_bugs_are_named_exactly() -> None:
+    spec = load("preact_resnet22")
+    graph = lower(spec, input_size=(64, 64))
+    bn = next(n.name for n in graph.nodes if n.op.kind == "batch_norm" and "." in n.name)
+    eps = set_attribute(bn, "epsilon", 1e-1)
+
+    def swap_flatten(model: Any) -> None:
+        (node,) = [n for n in model.graph.node if n.op_type == "Flatten"]
+        node.input[0] = "flatten_nhwc"
+        model.graph.node.insert(
+            list(model.graph.node).index(node),
+            helper.make_node("Transpose", [graph.node("flatten").inputs[0]], ["flatten_nhwc"],
+                             perm=[0, 2, 3, 1]),
+        )  # fmt: skip
+
+    for edit, node in [(eps, bn), (swap_flatten, "flatten")]:
+        (report,) = run_parity(spec, graph, [OnnxRunner(), onnx_plant(edit)], per_op=True)
+        div = report.first_divergence
+        assert div is not None and div.node == node and div.unobserved == ()

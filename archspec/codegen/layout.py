@@ -8,14 +8,12 @@ comma. Generated files therefore need no formatter run to stay `ruff format`-cle
 
 from __future__ import annotations
 
-import re
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import archspec
-from archspec.registry import specs_root
+from archspec.registry import header_path
 
 WIDTH = 100
 
@@ -162,13 +160,15 @@ class Namespace:
 
     def __init__(self, reserved: frozenset[str] | set[str]) -> None:
         self.used = set(reserved)
+        self.next: dict[str, int] = {}  # base -> first suffix not known to be taken
 
     def new(self, base: str) -> str:
         if not base.isidentifier():
             base = f"v{base}" if f"v{base}".isidentifier() else "v"
-        name, i = base, 1
+        name, i = base, self.next.get(base, 1)
         while name in self.used:
             name, i = f"{base}_{i}", i + 1
+        self.next[base] = i
         self.used.add(name)
         return name
 
@@ -193,19 +193,9 @@ def docstring(text: str, indent: int) -> list[str]:
     return ['"""' + wrapped[0], *wrapped[1:], '"""']
 
 
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
-
-
 def spec_path(spec_file: str) -> str:
     """The spec's path for a header: `specs/<name>.yaml` for the zoo, never absolute."""
-    path = Path(spec_file)
-    try:
-        shown = "specs/" + path.resolve().relative_to(specs_root().resolve()).as_posix()
-    except (ValueError, OSError):
-        shown = path.as_posix() if not path.is_absolute() else path.name
-    if not _SAFE_PATH.match(shown) or len(shown) > 40:
-        shown = path.name if _SAFE_PATH.match(path.name) and len(path.name) <= 40 else "a spec file"
-    return shown
+    return header_path(spec_file)
 
 
 def header_lines(spec_file: str) -> list[str]:

@@ -14,13 +14,13 @@ names (torchvision's, for the torchvision-compatible specs). Generating never im
 
 from __future__ import annotations
 
-import builtins
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
+from archspec_torch.names import MODULE_ATTRS, RESERVED, RESERVED_NAMES
 from archspec_torch.ops import PRINTERS, Printed, init_call
 
 from archspec import ir
@@ -62,88 +62,6 @@ from archspec.errors import SpecError
 from archspec.ir import Graph
 from archspec.registry import ResolvedSpec
 
-# Attribute names nn.Module itself uses: a submodule under one of these names would be
-# shadowed by the method (or break the module), so such specs are rejected with a message.
-MODULE_ATTRS = frozenset(
-    [
-        "T_destination",
-        "add_module",
-        "apply",
-        "bfloat16",
-        "buffers",
-        "call_super_init",
-        "children",
-        "compile",
-        "cpu",
-        "cuda",
-        "double",
-        "dump_patches",
-        "eval",
-        "extra_repr",
-        "float",
-        "forward",
-        "get_buffer",
-        "get_extra_state",
-        "get_parameter",
-        "get_submodule",
-        "half",
-        "ipu",
-        "load_state_dict",
-        "modules",
-        "mtia",
-        "named_buffers",
-        "named_children",
-        "named_modules",
-        "named_parameters",
-        "parameters",
-        "register_backward_hook",
-        "register_buffer",
-        "register_forward_hook",
-        "register_forward_pre_hook",
-        "register_full_backward_hook",
-        "register_full_backward_pre_hook",
-        "register_load_state_dict_post_hook",
-        "register_load_state_dict_pre_hook",
-        "register_module",
-        "register_parameter",
-        "register_state_dict_post_hook",
-        "register_state_dict_pre_hook",
-        "requires_grad_",
-        "set_extra_state",
-        "set_submodule",
-        "share_memory",
-        "state_dict",
-        "to",
-        "to_empty",
-        "train",
-        "training",
-        "type",
-        "xpu",
-        "zero_grad",
-        "_init_weights",
-    ]
-)
-# Names the generated code uses itself; spec names that collide are renamed (locals only).
-RESERVED = frozenset(dir(builtins)) | {
-    "self",
-    "x",
-    "out",
-    "prev",
-    "step",
-    "torch",
-    "nn",
-    "F",
-    "math",
-    "Any",
-    "OrderedDict",
-    "Sequence",
-    "in_channels",
-    "PaddedConv2d",
-    "PaddedMaxPool2d",
-    "PaddedAvgPool2d",
-    "same_sides",
-    "variance_scaling_",
-}
 STATEFUL = {"conv2d", "linear", "batch_norm"}
 # Ops whose output is a new tensor that their backward does not need: an in-place op may
 # overwrite it (ReLU after BatchNorm, `out += identity` after the last BatchNorm).
@@ -181,14 +99,16 @@ class Container:
         self.access = access
         self.in_class = in_class
         self.members: list[Member] = []
+        self.keys: set[str] = set()
 
     def add(self, key: str, code: Code, cond: str | None = None) -> str:
-        if any(m.key == key for m in self.members):
+        if key in self.keys:
             raise TorchEmitError(f"two submodules named '{key}' in {self.access}")
         if self.in_class and key in MODULE_ATTRS:
             raise TorchEmitError(
                 f"item name '{key}' collides with torch.nn.Module.{key}; rename it in the spec"
             )
+        self.keys.add(key)
         self.members.append(Member(key, code, cond))
         return self.ref(key)
 
@@ -671,6 +591,7 @@ class TorchEmitter:
     file_suffix = ".py"
     options: tuple[str, ...] = ()
     zoo_variants = (ZooVariant("torch"),)
+    reserved_names = RESERVED_NAMES
 
     def emit(
         self, spec: ResolvedSpec, graph: Graph, options: Mapping[str, Any] | None = None

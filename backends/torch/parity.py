@@ -10,6 +10,11 @@ Modes: `inference` (eval, no grad); `train` (training-mode forward with dropout 
 BatchNorm uses batch statistics and updates its running ones: returned as `state`);
 `grad` (eval mode; gradients of sum(output * cotangent) w.r.t. inputs and every weight).
 On CUDA, TF32 is disabled so fp32 means fp32.
+
+`torch64` is the same runner in float64: the default reference of `archspec parity`. Two
+fp32 implementations legitimately differ by up to ~1e-6 relative L2 (AlexNet's 9216-wide
+dense layers summed in another order), which is the whole fp32 tolerance; against the
+float64 result every backend's own fp32 rounding is measured instead.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ class TorchRunner:
     extra = "torch"
     modes = MODES
 
-    def __init__(self, transform: Transform | None = None, name: str = "torch") -> None:
+    def __init__(
+        self, transform: Transform | None = None, name: str = "torch", float64: bool = False
+    ) -> None:
         """`transform` edits the generated source before import (tests plant bugs with it)."""
         self.transform = transform
         self.name = name
+        self.float64 = float64
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -75,15 +83,18 @@ class TorchRunner:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         device = torch.device(request.device)
+        wide = self.float64 or request.dtype == "float64"
+        dtype = torch.float64 if wide else torch.float32
         graph = request.graph
-        model = self.build(request).to(device)
+        model = self.build(request).to(device, dtype)
         captured: dict[str, np.ndarray] = {}
         hooks = [
             module.register_forward_hook(_recorder(captured, node))
             for node, module in _probe_modules(model, request).items()
         ]
         inputs = [
-            torch.from_numpy(np.array(request.inputs[name])).to(device) for name in graph.inputs
+            torch.from_numpy(np.array(request.inputs[name])).to(device, dtype)
+            for name in graph.inputs
         ]
         try:
             if request.mode == "inference":
@@ -110,7 +121,7 @@ class TorchRunner:
             probes=captured,
         )
         if request.mode == "train":
-            state = from_module(model.cpu(), graph)
+            state = from_module(model.cpu(), graph)  # WeightSets are float32
             result.state = {
                 k: np.array(v)
                 for k, v in state.items()
@@ -118,7 +129,7 @@ class TorchRunner:
             }
         if request.mode == "grad":
             loss = sum(
-                (t * torch.from_numpy(np.array(request.cotangents[n])).to(device)).sum()
+                (t * torch.from_numpy(np.array(request.cotangents[n])).to(device, dtype)).sum()
                 for n, t in zip(graph.outputs, outputs, strict=True)
             )
             params = dict(model.named_parameters())
@@ -157,7 +168,9 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
 
 
 def _numpy(tensor: Any) -> np.ndarray:
-    return tensor.detach().to("cpu").float().numpy().copy()
+    """A host copy, float64 kept (the reference's precision is the point of torch64)."""
+    return tensor.detach().to("cpu").numpy().copy()
 
 
 runner = TorchRunner()
+runner64 = TorchRunner(name="torch64", float64=True)

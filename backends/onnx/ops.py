@@ -1,0 +1,290 @@
+"""One printer per IR op kind: the ONNX nodes that compute exactly what the IR op means.
+
+A printer gets an `OpContext` (the builder, the IR node, the ONNX names of its inputs, the
+name its result must have, its parameters) and returns the name of the value holding the
+result: `ctx.output` (the node's name) for everything but dropout, which is absent at
+inference and returns its input. Padding is always explicit `pads` computed from the IR's
+four sides, never `auto_pad` (ONNX's SAME_* differs from TensorFlow's rule for even sizes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from archspec_onnx.builder import Builder, OnnxEmitError, Shape
+
+from archspec import ir
+from archspec.ir import Node
+
+
+class ParamSource:
+    """Initializer values by WeightSet name, or only their shapes for a weightless model."""
+
+    def __init__(self, shapes: dict[str, Shape], values: dict[str, np.ndarray] | None) -> None:
+        self.shapes = shapes
+        self.values = values
+
+    def has(self, name: str) -> bool:
+        return name in self.shapes
+
+    def value(self, name: str) -> np.ndarray | Shape:
+        return self.values[name] if self.values is not None else self.shapes[name]
+
+
+@dataclass
+class OpContext:
+    b: Builder
+    node: Node
+    inputs: list[str]  # ONNX value names of the IR node's inputs
+    in_shapes: list[Shape]  # their IR shapes (no batch dimension)
+    output: str  # the name the result must have
+    params: ParamSource
+
+    def param(self, tensor: str) -> str | None:
+        """The initializer `<param_name>.<tensor>` (registered once), or None if absent."""
+        name = f"{self.node.param_name}.{tensor}"
+        if self.node.param_name is None or not self.params.has(name):
+            return None
+        return self.b.initializer(name, self.params.value(name))
+
+
+Printer = Callable[[OpContext, Any], str]
+PRINTERS: dict[str, Printer] = {}
+
+
+def printer(kind: str) -> Callable[[Printer], Printer]:
+    def register(fn: Printer) -> Printer:
+        if kind in PRINTERS:
+            raise ValueError(f"two ONNX printers for op kind '{kind}'")
+        PRINTERS[kind] = fn
+        return fn
+
+    return register
+
+
+def print_op(ctx: OpContext) -> str:
+    kind = ctx.node.op.kind
+    if kind not in PRINTERS:
+        raise NotImplementedError(f"the ONNX backend has no printer for op kind '{kind}'")
+    return PRINTERS[kind](ctx, ctx.node.op)
+
+
+def onnx_pads(p: ir.Padding, extra: tuple[int, int] = (0, 0)) -> list[int]:
+    """ONNX order [top, left, bottom, right]; `extra` adds to bottom and right."""
+    return [p.top, p.left, p.bottom + extra[0], p.right + extra[1]]
+
+
+def overhang(size: int, out: int, k: int, s: int, p0: int, p1: int) -> int:
+    """Rows (or columns) a ceil-mode last window reaches past the end padding.
+
+    ONNX pooling then runs in floor mode with that much more end padding, which padded
+    positions never win (max) or are never counted in (average, count_include_pad=0).
+    """
+    extra = max(0, (out - 1) * s + k - (size + p0 + p1))
+    if (size + p0 + p1 + extra - k) // s + 1 != out:
+        raise OnnxEmitError(f"pool window count {out} does not follow from the padded size")
+    return extra
+
+
+def pool_overhang(ctx: OpContext, op: ir.MaxPool2d | ir.AvgPool2d) -> tuple[int, int]:
+    _, h, w = ctx.in_shapes[0]
+    _, oh, ow = ctx.node.shape
+    (kh, kw), (sh, sw), p = op.kernel_size, op.stride, op.padding
+    return overhang(h, oh, kh, sh, p.top, p.bottom), overhang(w, ow, kw, sw, p.left, p.right)
+
+
+def window_attrs(op: ir.MaxPool2d | ir.AvgPool2d) -> dict[str, Any]:
+    return {"kernel_shape": list(op.kernel_size), "strides": list(op.stride)}
+
+
+# ---------------------------------------------------------------------------- printers
+
+
+@printer("input")
+def _input(ctx: OpContext, op: ir.Input) -> str:
+    return ctx.b.graph_input(ctx.output, ctx.node.shape)
+
+
+@printer("conv2d")
+def _conv2d(ctx: OpContext, op: ir.Conv2d) -> str:
+    weight = ctx.param("weight")
+    bias = ctx.param("bias")  # present with bias=True, or when a BatchNorm is folded in
+    assert weight is not None
+    attrs: dict[str, Any] = {
+        "kernel_shape": list(op.kernel_size),
+        "strides": list(op.stride),
+        "pads": onnx_pads(op.padding),
+    }
+    if op.dilation != (1, 1):
+        attrs["dilations"] = list(op.dilation)
+    if op.groups != 1:
+        attrs["group"] = op.groups
+    inputs = [ctx.inputs[0], weight] + ([bias] if bias is not None else [])
+    return ctx.b.node("Conv", inputs, ctx.output, **attrs)
+
+
+@printer("linear")
+def _linear(ctx: OpContext, op: ir.Linear) -> str:
+    weight = ctx.param("weight")
+    bias = ctx.param("bias")
+    assert weight is not None
+    inputs = [ctx.inputs[0], weight] + ([bias] if bias is not None else [])
+    return ctx.b.node("Gemm", inputs, ctx.output, transB=1)  # weight is [out, in]
+
+
+@printer("batch_norm")
+def _batch_norm(ctx: OpContext, op: ir.BatchNorm) -> str:
+    n = (op.num_features,)
+    scale = ctx.param("weight") or ctx.b.constant("scale", np.ones(n, np.float32))
+    shift = ctx.param("bias") or ctx.b.constant("bias", np.zeros(n, np.float32))
+    mean, var = ctx.param("running_mean"), ctx.param("running_var")
+    assert mean is not None and var is not None
+    return ctx.b.node(
+        "BatchNormalization",
+        [ctx.inputs[0], scale, shift, mean, var],
+        ctx.output,
+        epsilon=op.eps,
+        momentum=1.0 - op.momentum,  # ONNX weights the running value (training only)
+    )
+
+
+def _unary(kind: str, op_type: str) -> None:
+    printer(kind)(lambda ctx, op: ctx.b.node(op_type, ctx.inputs, ctx.output))
+
+
+_unary("relu", "Relu")
+_unary("sigmoid", "Sigmoid")
+_unary("tanh", "Tanh")
+
+
+@printer("leaky_relu")
+def _leaky_relu(ctx: OpContext, op: ir.LeakyReLU) -> str:
+    return ctx.b.node("LeakyRelu", ctx.inputs, ctx.output, alpha=op.negative_slope)
+
+
+@printer("gelu")
+def _gelu(ctx: OpContext, op: ir.GELU) -> str:
+    return ctx.b.node("Gelu", ctx.inputs, ctx.output, approximate=op.approximate)
+
+
+@printer("softmax")
+def _softmax(ctx: OpContext, op: ir.Softmax) -> str:
+    return ctx.b.node("Softmax", ctx.inputs, ctx.output, axis=op.axis)
+
+
+@printer("max_pool2d")
+def _max_pool2d(ctx: OpContext, op: ir.MaxPool2d) -> str:
+    pads = onnx_pads(op.padding, pool_overhang(ctx, op))  # ONNX max pool ignores pads
+    return ctx.b.node("MaxPool", ctx.inputs, ctx.output, **window_attrs(op), pads=pads)
+
+
+@printer("avg_pool2d")
+def _avg_pool2d(ctx: OpContext, op: ir.AvgPool2d) -> str:
+    extra = pool_overhang(ctx, op)
+    attrs = window_attrs(op)
+    if extra == (0, 0) or not op.count_include_pad:
+        return ctx.b.node(
+            "AveragePool",
+            ctx.inputs,
+            ctx.output,
+            **attrs,
+            pads=onnx_pads(op.padding, extra),
+            count_include_pad=int(op.count_include_pad),
+        )
+    # PyTorch counts the explicit padding but not a ceil-mode window's overhang: pad with
+    # zeros first (counted as data), then pool the overhang without counting it.
+    x = ctx.inputs[0]
+    if not op.padding.is_zero:
+        x = _pad(ctx, x, op.padding, 0.0, suffix="pad")
+    return ctx.b.node(
+        "AveragePool",
+        [x],
+        ctx.output,
+        **attrs,
+        pads=onnx_pads(ir.Padding(), extra),
+        count_include_pad=0,
+    )
+
+
+def _global(kind: str, op_type: str) -> None:
+    @printer(kind)
+    def run(ctx: OpContext, op: ir.GlobalAvgPool | ir.GlobalMaxPool) -> str:
+        if op.keepdims:
+            return ctx.b.node(op_type, ctx.inputs, ctx.output)
+        pooled = ctx.b.node(op_type, ctx.inputs, suffix="pool")
+        return ctx.b.node("Flatten", [pooled], ctx.output, axis=1)  # (N, C, 1, 1) -> (N, C)
+
+
+_global("global_avg_pool", "GlobalAveragePool")
+_global("global_max_pool", "GlobalMaxPool")
+
+
+def adaptive_bins(size: int, out: int) -> np.ndarray:
+    """(out, size) averaging matrix of PyTorch's bins [floor(i*in/out), ceil((i+1)*in/out))."""
+    matrix = np.zeros((out, size), np.float32)
+    for i in range(out):
+        start, end = (i * size) // out, math.ceil((i + 1) * size / out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+@printer("adaptive_avg_pool2d")
+def _adaptive_avg_pool2d(ctx: OpContext, op: ir.AdaptiveAvgPool2d) -> str:
+    _, h, w = ctx.in_shapes[0]
+    oh, ow = op.output_size
+    if (h, w) == (oh, ow):
+        return ctx.b.node("Identity", ctx.inputs, ctx.output)
+    if h % oh == 0 and w % ow == 0:  # equal bins: one plain average pool
+        k = [h // oh, w // ow]
+        return ctx.b.node("AveragePool", ctx.inputs, ctx.output, kernel_shape=k, strides=k)
+    # Unequal (or overlapping) bins, which no ONNX op has: average rows and columns with
+    # two constant matrices, y = rows @ x @ cols.
+    cols = ctx.b.constant("cols", adaptive_bins(w, ow).T.copy())
+    rows = ctx.b.constant("rows", adaptive_bins(h, oh))
+    narrow = ctx.b.node("MatMul", [ctx.inputs[0], cols], suffix="width")
+    return ctx.b.node("MatMul", [rows, narrow], ctx.output)
+
+
+@printer("flatten")
+def _flatten(ctx: OpContext, op: ir.Flatten) -> str:
+    return ctx.b.node("Flatten", ctx.inputs, ctx.output, axis=1)  # NCHW: C, H, W order
+
+
+@printer("dropout")
+def _dropout(ctx: OpContext, op: ir.Dropout) -> str:
+    return ctx.inputs[0]  # identity at inference: no node
+
+
+@printer("add")
+def _add(ctx: OpContext, op: ir.Add) -> str:
+    return ctx.b.node("Add" if len(ctx.inputs) == 2 else "Sum", ctx.inputs, ctx.output)
+
+
+@printer("concat")
+def _concat(ctx: OpContext, op: ir.Concat) -> str:
+    return ctx.b.node("Concat", ctx.inputs, ctx.output, axis=op.axis)
+
+
+def _pad(
+    ctx: OpContext,
+    x: str,
+    p: ir.Padding,
+    value: float,
+    output: str | None = None,
+    suffix: str | None = None,
+) -> str:
+    pads = ctx.b.constant(
+        f"{suffix}_sides" if suffix else "sides",
+        np.array([0, 0, p.top, p.left, 0, 0, p.bottom, p.right], np.int64),
+    )
+    fill = ctx.b.constant(f"{suffix}_value" if suffix else "value", np.array(value, np.float32))
+    return ctx.b.node("Pad", [x, pads, fill], output, suffix=suffix, mode="constant")
+
+
+@printer("pad2d")
+def _pad2d(ctx: OpContext, op: ir.Pad2d) -> str:
+    return _pad(ctx, ctx.inputs[0], op.padding, op.value, output=ctx.output)

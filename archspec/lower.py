@@ -296,6 +296,8 @@ class Lowerer:
             names.position = i
             full = prefix + local
             sources = self.resolve_inputs(item, names, current, ctx, path)
+            if item.when is not None and len(sources) > 1:
+                raise self.error(ctx.source, (*path, "when"), optional_merge_message(item))
             if item.when is not None:
                 cond = self.value(item.when, ctx.env, ctx.source, (*path, "when"))
                 if not isinstance(cond, bool):
@@ -667,6 +669,22 @@ class Lowerer:
         finally:
             ctx.env = saved
         return current
+
+
+def optional_merge_message(item: ItemBase) -> str:
+    """Why `when:` is refused on an item with several inputs, and what to write instead.
+
+    An absent item's name stands for the value it would have read; with several inputs
+    nothing says which one, and silently taking the first one would drop a path."""
+    what = f"'{item.op}' item" if isinstance(getattr(item, "op", None), str) else "item"
+    return (
+        f"'when' on an {what} with several inputs is not supported: when false, nothing "
+        "says which input flows on. Condition the branch that feeds it instead (an absent "
+        "item stands for its input: `add: {inputs: [bn3, downsample]}` adds the block input "
+        "when `downsample` is absent), or pick one of two block types, with and without "
+        "the merge, with an expression in 'block:' (`block: \"${'Res' if use_res else "
+        "'Plain'}\"`)"
+    )
 
 
 def field_default(spec: ResolvedSpec, op: str, fname: str) -> Located[Any] | Any:

@@ -70,5 +70,41 @@ class SpecError(Exception):
         return text
 
 
+@dataclass(frozen=True)
+class SpecWarning:
+    """A spec that is valid but probably not what was meant (an unused item...).
+
+    Rendered like an error with `warning:` before the message; `--strict` makes the
+    commands treat every warning as an error."""
+
+    message: str
+    path: Path
+    location: Location | None = None
+    file: str | None = None
+
+    def render(self, *, strict: bool = False) -> str:
+        where = ""
+        if self.location is not None:
+            where = f"{self.location.file}:{self.location.line}:{self.location.col}: "
+        elif self.file is not None:
+            where = f"{self.file}: "
+        path = format_path(self.path)
+        kind = "error (--strict)" if strict else "warning"
+        return (
+            f"{where}{path}: {kind}: {self.message}" if path else f"{where}{kind}: {self.message}"
+        )
+
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        loc = self.location
+        file = loc.file if loc else (self.file or "")
+        return (
+            file,
+            loc.line if loc else 0,
+            loc.col if loc else 0,
+            format_path(self.path),
+            self.message,
+        )
+
+
 class LimitError(SpecError):
     """A resource cap was hit before allocation; the message names the limit and the knob."""

@@ -219,6 +219,29 @@ def summary(
 
 
 @main.command()
+def ops() -> None:
+    """List the spec language's ops: name, fields (required ones marked *), what it does."""
+    from archspec.catalog import OP_DOCS
+    from archspec.lower import COMMON_FIELDS
+    from archspec.spec import OP_MODELS
+
+    width = max(map(len, OP_MODELS))
+    for name in sorted(OP_MODELS):
+        say(f"{name:<{width}}  {OP_DOCS.get(name, '')}".rstrip())
+        fields = [
+            f + ("*" if info.is_required() else "")
+            for f, info in OP_MODELS[name].model_fields.items()
+            if f not in COMMON_FIELDS
+        ]
+        if fields:
+            say(f"{'':<{width}}  fields: {', '.join(fields)}")
+    say(
+        "\n* required. Every op also takes name, input/inputs, when and doc; ops with "
+        "weights take share. Details: docs/spec.md"
+    )
+
+
+@main.command()
 def schema() -> None:
     """Print the JSON Schema of the spec format (for editor completion)."""
     import json

@@ -26,11 +26,16 @@ def format_path(path: Sequence[PathElem]) -> str:
     return out
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`; did you mean 'x'?` for the closest spelling in `known`, or ''."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def suggest(name: str, known: Iterable[str], *, limit: int = 12) -> str:
     """`; did you mean 'x'? (known: a, b, c)`: the tail every unknown-name error ends with."""
     known = sorted(set(known))
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(name, known)
     if not known:
         return hint
     shown = ", ".join(known[:limit]) + (", ..." if len(known) > limit else "")

@@ -42,8 +42,9 @@ def _cluster_label(info: ScopeInfo, size: int) -> str:
     if info.kind == "block" and info.block_type:
         return f"{info.path} ({info.block_type})"
     if info.kind == "repeat":
-        what = f"{size} x {info.block_type}" if info.block_type else f"{size} repeats"
-        return f"{info.path} ({what})"
+        if info.block_type:
+            return f"{info.path} ({size} x {info.block_type})"
+        return f"{info.path} ({size} repeat{'s' if size != 1 else ''})"
     return info.path
 
 

@@ -87,6 +87,18 @@ set_option = click.option(
     metavar="NAME=VALUE",
     help="Override an architecture parameter (repeatable).",
 )
+strict_option = click.option(
+    "--strict", is_flag=True, help="Treat warnings (unused items...) as errors: exit 2."
+)
+
+
+def warned(graph: Graph, strict: bool) -> bool:
+    """Print the graph's warnings on stderr; True if `--strict` makes them fatal."""
+    for warning in graph.warnings:
+        say(warning.render(strict=strict), err=True)
+    return strict and bool(graph.warnings)
+
+
 size_option = click.option(
     "--input-size",
     nargs=2,
@@ -127,10 +139,17 @@ def list_cmd() -> None:
 @click.argument("targets", nargs=-1, required=True, metavar="FILE|NAME...")
 @set_option
 @size_option
+@strict_option
 def validate(
-    targets: tuple[str, ...], sets: tuple[str, ...], input_size: tuple[int, int] | None
+    targets: tuple[str, ...],
+    sets: tuple[str, ...],
+    input_size: tuple[int, int] | None,
+    strict: bool,
 ) -> None:
-    """Check specs (files or zoo names); exit 2 if any is invalid."""
+    """Check specs (files or zoo names); exit 2 if any is invalid.
+
+    Warnings (valid but suspicious: an unused item...) are printed and do not fail
+    unless --strict."""
     from archspec.analysis import totals
     from archspec.errors import SpecError
     from archspec.lower import lower
@@ -144,6 +163,9 @@ def validate(
                 say(f"ok  {spec.file}: library with {len(spec.blocks)} block(s)")
                 continue
             graph = lower(spec, parse_sets(sets), input_size)
+            if warned(graph, strict):
+                bad += 1
+                continue
             t = totals(graph)
             say(
                 f"ok  {spec.file}: {len(graph.nodes)} nodes, {t.trainable:,} trainable "
@@ -160,7 +182,10 @@ def validate(
 @click.argument("target", metavar="NAME|FILE")
 @set_option
 @size_option
-def summary(target: str, sets: tuple[str, ...], input_size: tuple[int, int] | None) -> None:
+@strict_option
+def summary(
+    target: str, sets: tuple[str, ...], input_size: tuple[int, int] | None, strict: bool
+) -> None:
     """Per-op table (name, op, output shape, params) with totals."""
     from rich.console import Console
     from rich.table import Table
@@ -169,6 +194,8 @@ def summary(target: str, sets: tuple[str, ...], input_size: tuple[int, int] | No
 
     with reported():
         _, graph = build(target, sets, input_size)
+    if warned(graph, strict):
+        sys.exit(EXIT_INVALID)
     table = Table(title=cell(f"{graph.name}: {graph.description}"), title_justify="left")
     table.add_column("name")
     table.add_column("op")
@@ -189,6 +216,29 @@ def summary(target: str, sets: tuple[str, ...], input_size: tuple[int, int] | No
     console.print(f"non-trainable params: {t.non_trainable:,}")
     console.print(f"total params:         {t.total:,}")
     console.print(f"FLOPs (multiply-adds): {t.macs:,} ({t.macs / 1e9:.2f} G)")
+
+
+@main.command()
+def ops() -> None:
+    """List the spec language's ops: name, fields (required ones marked *), what it does."""
+    from archspec.catalog import OP_DOCS
+    from archspec.lower import COMMON_FIELDS
+    from archspec.spec import OP_MODELS
+
+    width = max(map(len, OP_MODELS))
+    for name in sorted(OP_MODELS):
+        say(f"{name:<{width}}  {OP_DOCS.get(name, '')}".rstrip())
+        fields = [
+            f + ("*" if info.is_required() else "")
+            for f, info in OP_MODELS[name].model_fields.items()
+            if f not in COMMON_FIELDS
+        ]
+        if fields:
+            say(f"{'':<{width}}  fields: {', '.join(fields)}")
+    say(
+        "\n* required. Every op also takes name, input/inputs, when and doc; ops with "
+        "weights take share. Details: docs/spec.md"
+    )
 
 
 @main.command()
@@ -255,6 +305,7 @@ def graph(target: str, fmt: str, sets: tuple[str, ...], input_size: tuple[int, i
     help="With --all -o DIR: remove files archspec wrote there that no spec generates now.",
 )
 @set_option
+@strict_option
 def gen(
     target: str | None,
     backends: tuple[str, ...],
@@ -268,6 +319,7 @@ def gen(
     force: bool,
     prune: bool,
     sets: tuple[str, ...],
+    strict: bool,
 ) -> None:
     """Generate source for a spec (or, with --all, for the whole zoo).
 
@@ -282,6 +334,8 @@ def gen(
         raise click.UsageError("--check works with --all")
     if prune and not all_specs:
         raise click.UsageError("--prune works with --all")
+    if strict and all_specs:
+        raise click.UsageError("--strict applies to one spec (the zoo has no warnings)")
     if sets and all_specs:
         raise click.UsageError("--set applies to one spec; the zoo is generated with its defaults")
     given = {"style": style, "fold_bn": fold_bn or None, "functions": functions or None}
@@ -321,8 +375,18 @@ def gen(
             generate_zoo(chosen, out_dir, echo, prune=prune)
         else:
             assert target is not None
+            shown: list[Graph] = []
+
+            def check(graph: Graph) -> None:
+                if not shown:  # once, not once per backend
+                    shown.append(graph)
+                    if warned(graph, strict):
+                        sys.exit(EXIT_INVALID)
+
             for be in chosen:
-                generate_one(be, target, parse_sets(sets), options, out_dir, echo, force=force)
+                generate_one(
+                    be, target, parse_sets(sets), options, out_dir, echo, force=force, check=check
+                )
 
 
 @main.command()

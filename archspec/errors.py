@@ -26,11 +26,16 @@ def format_path(path: Sequence[PathElem]) -> str:
     return out
 
 
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`; did you mean 'x'?` for the closest spelling in `known`, or ''."""
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def suggest(name: str, known: Iterable[str], *, limit: int = 12) -> str:
     """`; did you mean 'x'? (known: a, b, c)`: the tail every unknown-name error ends with."""
     known = sorted(set(known))
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    hint = did_you_mean(name, known)
     if not known:
         return hint
     shown = ", ".join(known[:limit]) + (", ..." if len(known) > limit else "")
@@ -68,6 +73,42 @@ class SpecError(Exception):
         if self.context:
             text += f"\n  ({self.context})"
         return text
+
+
+@dataclass(frozen=True)
+class SpecWarning:
+    """A spec that is valid but probably not what was meant (an unused item...).
+
+    Rendered like an error with `warning:` before the message; `--strict` makes the
+    commands treat every warning as an error."""
+
+    message: str
+    path: Path
+    location: Location | None = None
+    file: str | None = None
+
+    def render(self, *, strict: bool = False) -> str:
+        where = ""
+        if self.location is not None:
+            where = f"{self.location.file}:{self.location.line}:{self.location.col}: "
+        elif self.file is not None:
+            where = f"{self.file}: "
+        path = format_path(self.path)
+        kind = "error (--strict)" if strict else "warning"
+        return (
+            f"{where}{path}: {kind}: {self.message}" if path else f"{where}{kind}: {self.message}"
+        )
+
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        loc = self.location
+        file = loc.file if loc else (self.file or "")
+        return (
+            file,
+            loc.line if loc else 0,
+            loc.col if loc else 0,
+            format_path(self.path),
+            self.message,
+        )
 
 
 class LimitError(SpecError):

@@ -498,23 +498,29 @@ def _truth(v: Value, pos: int) -> bool:
     raise ExprError(f"expected a condition (bool), got {_typename(v)}", pos)
 
 
+def children(node: Expr) -> tuple[Expr, ...]:
+    """The direct sub-expressions of `node`."""
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    if isinstance(node, IfElse):
+        return (node.cond, node.then, node.orelse)
+    if isinstance(node, Call):
+        return node.args
+    if isinstance(node, ListLit):
+        return node.items
+    if isinstance(node, Index):
+        return (node.target, node.index)
+    return ()
+
+
 def names(node: Expr) -> set[str]:
     """Free names referenced by an expression."""
     if isinstance(node, Name):
         return {node.id}
-    children: tuple[Expr, ...] = ()
-    if isinstance(node, Unary):
-        children = (node.operand,)
-    elif isinstance(node, Binary):
-        children = (node.left, node.right)
-    elif isinstance(node, IfElse):
-        children = (node.cond, node.then, node.orelse)
-    elif isinstance(node, Call | ListLit):
-        children = node.args if isinstance(node, Call) else node.items
-    elif isinstance(node, Index):
-        children = (node.target, node.index)
     out: set[str] = set()
-    for child in children:
+    for child in children(node):
         out |= names(child)
     return out
 

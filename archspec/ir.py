@@ -19,6 +19,8 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
+from archspec.errors import SpecWarning
+
 Pair = tuple[PositiveInt, PositiveInt]
 Shape = tuple[int, ...]
 
@@ -272,6 +274,8 @@ class Graph:
     outputs: tuple[str, ...]
     scopes: tuple[ScopeInfo, ...] = ()
     shared_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # param_name -> node names
+    # Valid but suspicious constructs found while lowering (archspec.checks), sorted by place.
+    warnings: tuple[SpecWarning, ...] = field(default=(), compare=False)
     _index: dict[str, Node] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

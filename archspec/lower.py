@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from archspec import ir
+from archspec import checks, ir
 from archspec.analysis import op_param_count, op_state_count
-from archspec.errors import LimitError, Path, SpecError, suggest
-from archspec.expr import Expr, ExprError, evaluate, expression_text, parse
+from archspec.errors import LimitError, Path, SpecError, SpecWarning, suggest
+from archspec.expr import Expr, ExprError, evaluate, expression_text, names, parse
 from archspec.ir import Graph, Node, ScopeInfo, Shape, SourceRef
 from archspec.limits import LIMITS, describe
 from archspec.ops import ARITY, BUILTIN_DEFAULTS, RULES, OpError, fmt_shape
@@ -34,6 +34,11 @@ MAX_BLOCK_DEPTH = 32
 @lru_cache(maxsize=4096)
 def _parsed(text: str) -> Expr:
     return parse(text)
+
+
+@lru_cache(maxsize=4096)
+def _names(text: str) -> frozenset[str]:
+    return frozenset(names(_parsed(text)))
 
 
 @dataclass
@@ -92,6 +97,8 @@ class Lowerer:
         self.depth = 0
         self.context: list[str] = []
         self.params: dict[str, Any] = {}
+        self.list_reads: checks.ListReads | None = None
+        self.warnings: list[SpecWarning] = []
 
     # ------------------------------------------------------------------ errors
 
@@ -117,7 +124,7 @@ class Lowerer:
             return raw
         text, offset = found
         try:
-            return evaluate(_parsed(text), env)
+            result = evaluate(_parsed(text), env)
         except ExprError as exc:
             col = (
                 f" (column {offset + exc.offset + 1} of the value)"
@@ -125,6 +132,10 @@ class Lowerer:
                 else ""
             )
             raise self.error(source, path, f"in expression '{raw}': {exc.message}{col}") from None
+        reads = self.list_reads
+        if reads is not None and reads.lists and not reads.lists.keys().isdisjoint(_names(text)):
+            reads.note(_parsed(text), env)
+        return result
 
     # ------------------------------------------------------------------ graph building
 
@@ -175,7 +186,12 @@ class Lowerer:
                 limit=True,
             )
 
-    def lower(self, params: dict[str, Any], input_size: tuple[int, int] | None) -> Graph:
+    def lower(
+        self,
+        params: dict[str, Any],
+        input_size: tuple[int, int] | None,
+        overridden: frozenset[str] = frozenset(),
+    ) -> Graph:
         spec = self.spec
         if spec.abstract:
             raise spec.sources[spec.file].error(
@@ -193,6 +209,7 @@ class Lowerer:
             )
         env: dict[str, Any] = dict(params)
         self.params = dict(params)
+        self.list_reads = checks.ListReads(spec, params)
         if input_size is not None and max(input_size) > LIMITS.max_spatial:
             raise LimitError(
                 describe("max_spatial", max(input_size), LIMITS.max_spatial, "input size"),
@@ -247,9 +264,17 @@ class Lowerer:
                         (*spec.outputs.path, i),
                         f"unknown output '{oname}'{suggest(oname, top.known() - {'input'})}",
                     )
+                if isinstance(self.nodes[ref].op, ir.Input):
+                    self.warnings.append(
+                        checks.output_is_input(
+                            spec.sources, spec.outputs.source.file, (*spec.outputs.path, i), oname
+                        )
+                    )
                 outputs.append(ref)
         else:
             outputs.append(last)
+        self.warnings += checks.unused(self.nodes.values(), outputs, spec.sources)
+        self.warnings += self.list_reads.warnings(spec, overridden)
         return Graph(
             name=spec.name,
             description=spec.description,
@@ -260,6 +285,7 @@ class Lowerer:
             outputs=tuple(outputs),
             scopes=tuple(self.scopes),
             shared_groups=tuple((k, tuple(v)) for k, v in self.shared.items() if len(v) > 1),
+            warnings=tuple(sorted(self.warnings, key=SpecWarning.sort_key)),
         )
 
     # ------------------------------------------------------------------ bodies
@@ -296,6 +322,8 @@ class Lowerer:
             names.position = i
             full = prefix + local
             sources = self.resolve_inputs(item, names, current, ctx, path)
+            if item.when is not None and len(sources) > 1:
+                raise self.error(ctx.source, (*path, "when"), optional_merge_message(item))
             if item.when is not None:
                 cond = self.value(item.when, ctx.env, ctx.source, (*path, "when"))
                 if not isinstance(cond, bool):
@@ -669,6 +697,22 @@ class Lowerer:
         return current
 
 
+def optional_merge_message(item: ItemBase) -> str:
+    """Why `when:` is refused on an item with several inputs, and what to write instead.
+
+    An absent item's name stands for the value it would have read; with several inputs
+    nothing says which one, and silently taking the first one would drop a path."""
+    what = f"'{item.op}' item" if isinstance(getattr(item, "op", None), str) else "item"
+    return (
+        f"'when' on an {what} with several inputs is not supported: when false, nothing "
+        "says which input flows on. Condition the branch that feeds it instead (an absent "
+        "item stands for its input: `add: {inputs: [bn3, downsample]}` adds the block input "
+        "when `downsample` is absent), or pick one of two block types, with and without "
+        "the merge, with an expression in 'block:' (`block: \"${'Res' if use_res else "
+        "'Plain'}\"`)"
+    )
+
+
 def field_default(spec: ResolvedSpec, op: str, fname: str) -> Located[Any] | Any:
     """What an op field left unset takes: the spec's `defaults:` entry (Located, to be
     evaluated with the architecture parameters), else the built-in default."""
@@ -711,4 +755,4 @@ def lower(
     input_size: tuple[int, int] | None = None,
 ) -> Graph:
     params = resolve_params(spec, overrides or {})
-    return Lowerer(spec).lower(params, input_size)
+    return Lowerer(spec).lower(params, input_size, frozenset(overrides or {}))

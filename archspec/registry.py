@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from archspec.catalog import unknown_op_message
 from archspec.errors import Path, SpecError, suggest
 from archspec.names import check_spec_names, check_stem
 from archspec.params import check_value, describe_value
@@ -229,9 +230,7 @@ class _Loader:
     def check_defaults(op: str, fields: dict[str, Any], source: Source) -> None:
         model = OP_MODELS.get(op)
         if model is None:
-            raise source.error(
-                ("defaults", op), f"unknown op '{op}'{suggest(op, OP_MODELS)}", key=True
-            )
+            raise source.error(("defaults", op), unknown_op_message(op, OP_MODELS), key=True)
         # Only optional fields can have defaults: required ones (out, kernel, slope...) are
         # written on each item, and wiring/sharing fields are per item by nature.
         allowed = {

@@ -220,6 +220,35 @@ def _compose(text: str) -> yaml.Node | None:
         return _compose_python(text)
 
 
+def yaml_hint(exc: yaml.MarkedYAMLError) -> str:
+    """The usual fix for a YAML syntax error, as `; ...` (or '' when none applies)."""
+    problem = exc.problem or ""
+    context = exc.context or ""
+    start = f" (opened at line {exc.context_mark.line + 1})" if exc.context_mark else ""
+    if "mapping values are not allowed" in problem:
+        return (
+            "; a plain value cannot contain ': ': quote it (`notes: \"step 1: conv\"`), "
+            "or check this line's indentation"
+        )
+    if "'\\t'" in problem or "\t" in problem:
+        return "; indent with spaces: YAML does not allow tabs"
+    if "quoted scalar" in context:
+        return f"; a quoted string is not closed{start}: add the closing quote"
+    if "flow mapping" in context and "got '{'" in problem:
+        return '; inside {...}, quote expressions: `out: "${planes * 4}"`'
+    if "flow sequence" in context:
+        return f"; a [...] list is not closed with ']'{start}, or an item needs quotes"
+    if "flow mapping" in context:
+        return f"; a {{...}} mapping is not closed with '}}'{start}, or a value needs quotes"
+    if "expected <block end>" in problem:
+        return "; check the indentation: keys at one level need the same number of spaces"
+    if "undefined alias" in problem:
+        return "; '*' starts a YAML alias: quote the value if '*' is meant literally"
+    if "cannot start any token" in problem:
+        return "; quote the value"
+    return ""
+
+
 def load_text(text: str, file: str) -> Source:
     """Parse untrusted YAML text into a Source, raising SpecError on any problem."""
     src = _convert(text, file)
@@ -251,7 +280,9 @@ def _convert(text: str, file: str) -> Source:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or str(exc)
         raise SpecError(
-            f"invalid YAML: {problem}", file=file, location=Location(file, line, col)
+            f"invalid YAML: {problem}{yaml_hint(exc)}",
+            file=file,
+            location=Location(file, line, col),
         ) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", file=file, location=Location(file, 1, 1)) from None

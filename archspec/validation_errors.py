@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from archspec.catalog import unknown_op_message
 from archspec.errors import Path, SpecError, suggest
 from archspec.params import describe_value
 from archspec.source import Source
@@ -129,7 +130,7 @@ def _one(err: ErrorDetails, source: Source) -> tuple[Path, str, str]:
         tag = str(ctx.get("tag", "?"))
         if path[-1:] != ("op",):
             path = (*path, "op")
-        return path, f"unknown op '{tag}'{suggest(tag, OP_MODELS)}", "value"
+        return path, unknown_op_message(tag, OP_MODELS), "value"
     if kind == "union_tag_not_found":
         path, _ = _walk(data, loc)
         return (

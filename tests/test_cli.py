@@ -24,13 +24,20 @@ def run(*args: str) -> tuple[int, str, str]:
 def test_help_lists_commands() -> None:
     code, out, _ = run("--help")
     assert code == 0
-    for command in ("list", "validate", "summary", "schema", "graph", "gen"):
+    for command in ("list", "validate", "summary", "schema", "graph", "gen", "ops"):
         assert command in out
 
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["list"], ["validate", "resnet50", "densenet121"], ["summary", "rcnn"]],
+    [
+        ["--help"],
+        ["list"],
+        ["validate", "resnet50", "densenet121"],
+        ["summary", "rcnn"],
+        ["ops"],
+        ["graph", "resnet50"],
+    ],
     ids=lambda a: a[0],
 )
 def test_light_commands_import_no_framework(argv: list[str]) -> None:

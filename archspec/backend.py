@@ -14,10 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from archspec.errors import suggest
 from archspec.ir import Graph
-from archspec.names import NONE, ReservedNames
+from archspec.names import GROUP, NONE, ReservedNames
 from archspec.registry import ResolvedSpec
-
-GROUP = "archspec.backends"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from archspec.errors import Path
@@ -137,30 +138,34 @@ def name_problem(name: str, kind: str, reserved: ReservedNames) -> str | None:
     return None
 
 
+GROUP = "archspec.backends"  # the backends' entry-point group (archspec.backend loads them)
+
+
 @cache
 def installed_reserved_names() -> ReservedNames:
-    """The union of every installed backend's table (a broken backend is skipped here;
-    it reports its own failure when used)."""
-    from archspec import backend as plugins
-
+    """The union of every installed backend's table, read from the entry points directly
+    (the registry needs it while loading specs, below the backend interface); a backend
+    that fails to load is skipped here and reports its own failure when used."""
     table = NONE
-    for name in plugins.available():
+    for point in entry_points(group=GROUP):
         try:
-            table = table | plugins.reserved_names(plugins.get(name))
-        except plugins.BackendError:
+            found = getattr(point.load(), "reserved_names", NONE)
+        except Exception:  # a broken plugin must not break loading specs
             continue
+        if isinstance(found, ReservedNames):
+            table = table | found
     return table
 
 
-def check_stem(stem: str, source: Source) -> None:
-    problem = name_problem(stem, "spec", installed_reserved_names())
+def check_stem(stem: str, source: Source, reserved: ReservedNames) -> None:
+    problem = name_problem(stem, "spec", reserved)
     if problem is not None:
         raise source.error((), problem)
 
 
-def check_spec_names(spec: Spec, source: Source) -> None:
-    """Every name one spec file declares, at its position in the file."""
-    reserved = installed_reserved_names()
+def check_spec_names(spec: Spec, source: Source, reserved: ReservedNames) -> None:
+    """Every name one spec file declares, at its position in the file, against `reserved`
+    (every installed backend's table: `archspec.backend.installed_reserved_names`)."""
     for kind, name, path, key in declared_names(spec, source):
         problem = name_problem(name, kind, reserved)
         if problem is not None:

@@ -20,7 +20,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from archspec.catalog import unknown_op_message
 from archspec.errors import Path, SpecError, suggest
-from archspec.names import check_spec_names, check_stem
+from archspec.names import check_spec_names, check_stem, installed_reserved_names
 from archspec.params import check_value, describe_value
 from archspec.source import Source, load_file
 from archspec.spec import OP_MODELS, BlockDef, InputDecl, Item, ParamDecl, Spec
@@ -112,7 +112,7 @@ def parse_spec(source: Source) -> Spec:
         spec = Spec.model_validate(source.data)
     except ValidationError as exc:
         raise translate(exc, source) from None
-    check_spec_names(spec, source)
+    check_spec_names(spec, source, installed_reserved_names())
     return spec
 
 
@@ -153,7 +153,7 @@ class _Loader:
             raise SpecError(f"circular extends/use: {names}", file=display_path(path))
         source, spec = self.read(path)
         if not chain:  # the model's name: the generated module, function and file
-            check_stem(path.stem, source)
+            check_stem(path.stem, source, installed_reserved_names())
         if spec.name is not None and spec.name != path.stem:
             raise source.error(
                 ("name",), f"name '{spec.name}' must equal the file name '{path.stem}'"

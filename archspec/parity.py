@@ -24,6 +24,7 @@ max abs <= atol * max(1, max |reference|) (atol 1e-4).
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -379,8 +380,6 @@ def run_parity(
     dtype: DType | None = None,
 ) -> list[PairReport]:
     """Run every runner on the same weights and inputs; compare each to the first."""
-    import time
-
     if len(runners) < 2:
         raise ParityError("parity needs at least two backends")
     tol = tol or Tolerance()

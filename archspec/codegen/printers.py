@@ -4,6 +4,7 @@ by IR op kind, its jinja2 templates, and importing a generated file (tests, benc
 from __future__ import annotations
 
 import importlib.util
+import sys
 import tempfile
 from collections.abc import Callable
 from functools import cache
@@ -69,5 +70,6 @@ def import_artifact(
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # TorchScript and Keras deserialization look it up
     spec.loader.exec_module(module)
     return module

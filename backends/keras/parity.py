@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from archspec.backend import Artifact
+from archspec.codegen.printers import import_artifact
 from archspec.parity import MODES, ParityError, RunRequest, RunResult
 
 Transform = Callable[[str], str]
@@ -60,15 +59,10 @@ class KerasRunner:
         source = emit_source(request.spec, request.graph, self.style)
         if self.transform is not None:
             source = self.transform(source)
-        folder = Path(tempfile.mkdtemp(prefix="archspec_parity_"))
-        path = folder / f"{request.graph.name}.py"
-        path.write_text(source)
-        module_name = f"archspec_parity_keras_{request.graph.name}_{id(self)}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        artifact = Artifact(f"{request.graph.name}.py", source.encode())
+        module = import_artifact(
+            artifact, f"archspec_parity_keras_{request.graph.name}_{id(self)}", None
+        )
         c, h, w = request.graph.node(request.graph.inputs[0]).shape
         model = getattr(module, request.graph.name)(input_shape=(h, w, c))
         return load_into(model, request.weights, request.graph)

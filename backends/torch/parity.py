@@ -20,14 +20,13 @@ float64 result every backend's own fp32 rounding is measured instead.
 from __future__ import annotations
 
 import importlib.util
-import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from archspec.backend import Artifact
+from archspec.codegen.printers import import_artifact
 from archspec.parity import MODES, RunRequest, RunResult, block_outputs
 
 Transform = Callable[[str], str]
@@ -62,15 +61,8 @@ class TorchRunner:
         source = emit_source(request.spec, request.graph)
         if self.transform is not None:
             source = self.transform(source)
-        folder = Path(tempfile.mkdtemp(prefix="archspec_parity_"))
-        path = folder / f"{request.graph.name}.py"
-        path.write_text(source)
-        module_name = f"archspec_parity_{request.graph.name}_{id(self)}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # TorchScript and dataclasses look modules up
-        spec.loader.exec_module(module)
+        artifact = Artifact(f"{request.graph.name}.py", source.encode())
+        module = import_artifact(artifact, f"archspec_parity_{request.graph.name}_{id(self)}", None)
         model = getattr(module, request.graph.name)()
         return load_into(model, request.weights, request.graph)
 

@@ -29,7 +29,7 @@ from archspec_torch import generate_module as torch_module
 from archspec_torch.weights import load_into as torch_load_into
 from hypothesis import HealthCheck, event, given, settings
 from test_keras_runtime import assert_close
-from test_torch_random_specs import random_spec
+from test_torch_random_specs import RANDOM_REL_L2, random_spec
 
 from archspec.analysis import totals
 from archspec.backend import BackendError
@@ -230,6 +230,9 @@ def test_random_specs_equal_torch(tmp_path_factory: pytest.TempPathFactory, data
         x = nchw_input(graph)
         got = keras_run(model, x)
         assert got.shape[1:] == graph.node(graph.outputs[0]).shape
-        with torch.no_grad():
-            assert_close(got, reference(torch.from_numpy(x)).numpy())
+        with torch.no_grad():  # the exact (float64) result, as the ONNX property test does
+            want = reference.double()(torch.from_numpy(x).double()).numpy()
+        diff = got.astype(np.float64) - want
+        assert np.abs(diff).max() <= 1e-4 * max(1.0, np.abs(want).max())
+        assert np.linalg.norm(diff) <= RANDOM_REL_L2 * max(np.linalg.norm(want), 1e-30)
         event("checked against torch")

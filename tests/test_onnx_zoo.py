@@ -27,7 +27,7 @@ from archspec.registry import load, zoo_names
 from archspec.weights import WeightSet
 
 ZOO = zoo_names()
-HEAVY = {"alexnet", "resnet101", "resnet152", "densenet169", "densenet201"}
+HEAVY = {"alexnet", "alexnet_bn", "resnet101", "resnet152", "densenet169", "densenet201"}
 
 
 def zoo_params(names: list[str]) -> list[object]:

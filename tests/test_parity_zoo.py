@@ -18,7 +18,7 @@ from archspec.parity import PairReport, Tolerance, run_parity
 from archspec.registry import load, zoo_names
 from archspec.weights import WeightSet
 
-HEAVY = {"resnet101", "resnet152", "densenet169", "densenet201", "alexnet"}
+HEAVY = {"resnet101", "resnet152", "densenet169", "densenet201", "alexnet", "alexnet_bn"}
 
 
 def sizes(name: str) -> list[tuple[int, int]]:

@@ -84,7 +84,16 @@ def dropout_head_count() -> int:
     )
 
 
+def alexnet_bn_count(num_classes: int = 1000) -> int:
+    """Seed 002's AlexNet at 224x224: 3x3/4 'same' conv (56x56), three 3x3/2 pools -> 6x6x256."""
+    convs = conv(3, 96, 3) + conv(96, 256, 5) + conv(256, 384, 3) + conv(384, 384, 3)
+    convs += conv(384, 256, 3)
+    heads = dense(256 * 6 * 6, 4096) + dense(4096, 4096) + dense(4096, num_classes)
+    return convs + bn(96) + bn(256) + heads
+
+
 COMPUTED_TRAINABLE = {
+    "alexnet_bn": alexnet_bn_count(),
     "densenet121_cifar": densenet_cifar_count(),
     "preact_resnet22": preact22_count(),
     "rcnn": rcnn_count(),
@@ -250,3 +259,15 @@ def test_docs_worked_example_is_torchvision_vgg11_bn() -> None:
     spec = load(Path(__file__).resolve().parent.parent / "docs" / "examples" / "vgg11_bn.yaml")
     assert totals(lower(spec)).trainable == 132_868_840
     assert totals(lower(spec, {"convs": [2, 2, 3, 3, 3]})).trainable == 138_365_992  # vgg16_bn
+
+
+@pytest.mark.parametrize("size", [224, 227])
+def test_alexnet_bn_shapes(size: int) -> None:
+    """TF 'same' with stride 4 rounds up; the 3x3/2 'valid' pools round down."""
+    graph = lower(load("alexnet_bn"), input_size=(size, size))
+    s = math.ceil(size / 4)
+    assert graph.node("bn1").shape == (96, s, s)
+    for _ in range(3):
+        s = out_size(s, 3, 2, 0)
+    assert graph.node("pool3").shape == (256, s, s)
+    assert graph.node("out_dense").shape == (1000,)

@@ -5,12 +5,14 @@ only when a plot is asked for; `require()` runs before the (slow) parity run, so
 matplotlib is a message at once, not after a minute of work. The figure: relative L2 error
 (log scale) of each probe in graph order, then the graph outputs; the tolerance as a
 dashed line; the first divergence of each pair circled and named. Exact agreement
-(error 0) is drawn at the floor of the axis, since a log scale has no zero.
+(error 0) is drawn at 1e-12, since a log scale has no zero, and an infinite error (a
+shape mismatch) at 1e3.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,13 @@ from archspec.ir import Graph
 from archspec.parity import PairReport, Tolerance
 
 FLOOR = 1e-12  # where an exact 0 is drawn
+CEILING = 1e3  # where an infinite error (a shape mismatch, a NaN) is drawn
+
+
+def _shown(error: float) -> float:
+    return min(max(error, FLOOR), CEILING) if not math.isnan(error) else CEILING
+
+
 EXTRA = "plot"
 
 
@@ -51,16 +60,18 @@ def render(graph: Graph, reports: Sequence[PairReport], tol: Tolerance, title: s
     x = {name: i for i, name in enumerate(labels)}
     fig = Figure(figsize=(max(8.0, min(24.0, 0.12 * len(labels) + 6)), 4.8), dpi=100)
     ax = fig.subplots()
+    drawn: list[float] = [tol.rtol]
     for report in reports:
         values = {**report.probes, **{k: v for k, v in report.outputs.items() if k in x}}
         names = [n for n in labels if n in values]
-        ys = [max(values[n].rel_l2, FLOOR) for n in names]
+        ys = [_shown(values[n].rel_l2) for n in names]
+        drawn += ys
         ax.plot(
             [x[n] for n in names], ys, marker=".", label=f"{report.other} vs {report.reference}"
         )
         div = report.first_divergence
         if div is not None and div.node in x:
-            y = max(div.errors.rel_l2, FLOOR)
+            y = _shown(div.errors.rel_l2)
             ax.scatter([x[div.node]], [y], s=120, facecolors="none", edgecolors="red", zorder=3)
             ax.annotate(
                 f"first divergence: {div.node}",
@@ -72,7 +83,7 @@ def render(graph: Graph, reports: Sequence[PairReport], tol: Tolerance, title: s
             )
     ax.axhline(tol.rtol, color="gray", linestyle="--", label=f"tolerance (rel L2 {tol.rtol:g})")
     ax.set_yscale("log")
-    ax.set_ylim(bottom=FLOOR / 2)
+    ax.set_ylim(min(drawn) / 3, max(drawn) * 30)  # room above for the divergence label
     ax.set_ylabel("relative L2 error")
     ax.set_xlabel("probe, in graph order")
     step = max(1, len(labels) // 30)

@@ -24,7 +24,17 @@ def run(*args: str) -> tuple[int, str, str]:
 def test_help_lists_commands() -> None:
     code, out, _ = run("--help")
     assert code == 0
-    for command in ("list", "validate", "summary", "schema", "graph", "gen", "ops"):
+    for command in (
+        "list",
+        "validate",
+        "summary",
+        "schema",
+        "graph",
+        "gen",
+        "ops",
+        "parity",
+        "port",
+    ):
         assert command in out
 
 

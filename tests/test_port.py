@@ -297,3 +297,32 @@ def test_torchvision_resnet50_ports_to_keras(tmp_path: Path) -> None:
     with torch.no_grad():
         want = model.double()(torch.from_numpy(x).double()).numpy()
     assert_close(want, got)
+
+
+def test_a_port_that_does_not_agree_exits_1_naming_the_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A planted conversion bug (one conv weight scaled on the way out) is caught by the
+    parity check against the written file: exit 1, the first divergent probe named."""
+    import torch
+    from archspec_onnx.checkpoint import OnnxPorter
+
+    write = OnnxPorter.write
+
+    def planted(self: Any, weights: WeightSet, spec: Any, graph: Any) -> Any:
+        arrays = dict(weights)
+        arrays["rcl2.feed.weight"] = arrays["rcl2.feed.weight"] * 1.01
+        return write(self, WeightSet(arrays), spec, graph)
+
+    monkeypatch.setattr(OnnxPorter, "write", planted)
+    graph = lower(load("rcnn"))
+    checkpoint = tmp_path / "rcnn.pt"
+    torch.save(
+        {k: torch.from_numpy(np.array(v)) for k, v in WeightSet.random(graph).items()}, checkpoint
+    )
+    result = port(
+        checkpoint, "--spec", "rcnn", "--from", "torch", "--to", "onnx", "-o", tmp_path / "out"
+    )
+    assert result.exit_code == 1, result.output
+    # rcl2.feed is a conv inside the block: the first probe after it is its step 0
+    assert "FAIL: first divergence at rcl2.steps.0.drop" in result.output

@@ -227,15 +227,17 @@ def test_wrapped_and_prefixed_state_dicts_port_to_onnx(tmp_path: Path) -> None:
     assert_close(want, got)
 
 
+@pytest.mark.parametrize("style", ["functional", "subclass"])
 @pytest.mark.parametrize("kind", [".keras", ".weights.h5"])
-def test_keras_checkpoint_ports_to_torch(tmp_path: Path, kind: str) -> None:
-    """keras -> torch on rcnn (a shared conv used by four steps): the written module and
-    state_dict, loaded in torch, give the Keras model's outputs."""
+def test_keras_checkpoint_ports_to_torch(tmp_path: Path, kind: str, style: str) -> None:
+    """keras -> torch on rcnn (a shared conv used by four steps), from either generated
+    style: the written module and state_dict, loaded in torch, give the Keras model's
+    outputs."""
     import torch
     from archspec_keras import generate_module
     from archspec_keras.weights import load_into
 
-    module, graph = generate_module("rcnn", directory=tmp_path)
+    module, graph = generate_module("rcnn", directory=tmp_path, style=style)
     model = load_into(module.rcnn(), WeightSet.random(graph, seed=3), graph)
     checkpoint = tmp_path / f"rcnn{kind}"
     if kind == ".keras":

@@ -575,7 +575,9 @@ def _print_parity(name: str, mode: str, reports: list[Any], tol: Any) -> None:
               help="What to write: torch, keras or onnx.")  # fmt: skip
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (created if needed).")  # fmt: skip
-@size_option
+@click.option("--input-size", nargs=2, type=click.IntRange(min=1), default=None, metavar="H W",
+              help="Input size of the written model (ONNX fixes it; the Keras factory's "
+              "default) and of the parity check (default: the spec's).")  # fmt: skip
 @click.option("--batch", type=click.IntRange(min=1, max=4096), default=2, show_default=True,
               help="Batch size of the parity check.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Parity input seed.")
@@ -615,7 +617,13 @@ def port(
     import time
 
     from archspec.parity import ParityError, Tolerance, get_runner, run_parity
-    from archspec.port import PortError, check_pair, get_porter, place_all, to_weights
+    from archspec.port import (
+        PortError,
+        check_pair,
+        get_porter,
+        place_all,
+        to_weights,
+    )
 
     def note(line: str) -> None:
         click.echo(line, err=True)

@@ -328,3 +328,27 @@ def test_a_port_that_does_not_agree_exits_1_naming_the_block(
     assert result.exit_code == 1, result.output
     # rcl2.feed is a conv inside the block: the first probe after it is its step 0
     assert "FAIL: first divergence at rcl2.steps.0.drop" in result.output
+
+
+def test_keras_model_misfit_is_listed_by_name_and_corrupt_keras_is_clean(tmp_path: Path) -> None:
+    """A .keras file is read by layer name: a head of another size is two wrong shapes
+    (nothing written); a file that is no .keras model is one clean error."""
+    from archspec_keras import generate_module
+
+    module, _ = generate_module("rcnn", directory=tmp_path)
+    checkpoint = tmp_path / "rcnn.keras"
+    module.rcnn().save(checkpoint)
+    out = tmp_path / "out"
+    args = ["--spec", "rcnn", "--from", "keras", "--to", "onnx", "-o", out]
+    result = port(checkpoint, *args, "--set", "num_classes=7")
+    assert result.exit_code == 2, result.output
+    assert "does not fit spec 'rcnn'; nothing was written" in result.output
+    assert "wrong shape (2):\n    fc.weight: expected (7, 128), got (10, 128)\n" in result.output
+    assert "    fc.bias: expected (7,), got (10,)" in result.output
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip")
+    result = port(broken, *args)
+    assert result.exit_code == 2, result.output
+    assert "broken.keras: cannot read as a .keras model" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()

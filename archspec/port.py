@@ -25,11 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from archspec.backend import Artifact
+from archspec.codegen.printers import import_artifact
 from archspec.errors import suggest
 from archspec.generate import Manifest, OwnershipError, ours, place
 from archspec.ir import Graph
@@ -184,6 +186,12 @@ def to_weights(checkpoint: Checkpoint, graph: Graph, path: Path) -> WeightSet:
             + found.render()
         )
     return WeightSet.for_graph(checkpoint.arrays, graph)
+
+
+def import_written(path: Path, module_name: str) -> ModuleType:
+    """Import a module `port` wrote, from a copy of its bytes in a temporary folder (so
+    no `__pycache__` lands in the user's output folder)."""
+    return import_artifact(Artifact(path.name, path.read_bytes()), module_name, None)
 
 
 # ---------------------------------------------------------------------------- writing

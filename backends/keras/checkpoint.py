@@ -32,7 +32,7 @@ from archspec.backend import Artifact
 from archspec.codegen.printers import import_artifact
 from archspec.ir import Graph
 from archspec.parity import RunRequest
-from archspec.port import Checkpoint, PortError
+from archspec.port import Checkpoint, PortError, import_written
 from archspec.registry import ResolvedSpec, display_path
 from archspec.weights import WeightSet
 
@@ -158,11 +158,7 @@ class WrittenKeras(KerasRunner):
         self.module, self.weights = module, weights
 
     def build(self, request: RunRequest) -> Any:
-        module = import_artifact(
-            Artifact(self.module.name, self.module.read_bytes()),
-            f"archspec_port_written_{request.graph.name}_{id(self)}",
-            None,
-        )
+        module = import_written(self.module, f"archspec_port_keras_{request.graph.name}_{id(self)}")
         model = getattr(module, request.graph.name)(input_shape=_input_shape(request.graph))
         model.load_weights(self.weights)
         return model

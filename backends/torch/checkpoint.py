@@ -26,7 +26,7 @@ from archspec_torch.weights import COUNTER
 from archspec.backend import Artifact
 from archspec.ir import Graph
 from archspec.parity import RunRequest
-from archspec.port import Checkpoint, PortError
+from archspec.port import Checkpoint, PortError, import_written
 from archspec.registry import ResolvedSpec, display_path
 from archspec.weights import WeightSet
 
@@ -120,13 +120,8 @@ class WrittenTorch(TorchRunner):
 
     def build(self, request: RunRequest) -> Any:
         import torch
-        from archspec.codegen.printers import import_artifact
 
-        module = import_artifact(
-            Artifact(self.module.name, self.module.read_bytes()),
-            f"archspec_port_torch_{request.graph.name}_{id(self)}",
-            None,
-        )
+        module = import_written(self.module, f"archspec_port_torch_{request.graph.name}_{id(self)}")
         model = getattr(module, request.graph.name)()
         model.load_state_dict(torch.load(self.state, map_location="cpu", weights_only=True))
         return model

@@ -44,14 +44,15 @@ def _input_shape(graph: Graph) -> tuple[int, int, int]:
     return (h, w, c)
 
 
-def _module(spec: ResolvedSpec, graph: Graph, style: str) -> Any:
+def _module(spec: ResolvedSpec, graph: Graph, style: str) -> tuple[Artifact, Any]:
     artifact = KerasEmitter().emit(spec, graph, {"style": style})
-    return import_artifact(artifact, f"archspec_port_keras_{style}_{graph.name}", None)
+    return artifact, import_artifact(artifact, f"archspec_port_keras_{style}_{graph.name}", None)
 
 
-def build(spec: ResolvedSpec, graph: Graph, style: str = "functional") -> Any:
-    """The spec's generated Keras model (seeded by Keras's initializers)."""
-    return getattr(_module(spec, graph, style), graph.name)(input_shape=_input_shape(graph))
+def build(spec: ResolvedSpec, graph: Graph, style: str = "functional") -> tuple[Artifact, Any]:
+    """The spec's generated Keras module and its model (Keras's initializers)."""
+    artifact, module = _module(spec, graph, style)
+    return artifact, getattr(module, graph.name)(input_shape=_input_shape(graph))
 
 
 def canonical_arrays(model: Any, graph: Graph) -> dict[str, np.ndarray]:
@@ -120,7 +121,7 @@ class KerasPorter:
     ) -> tuple[Any, str]:
         failures: list[str] = []
         for style in STYLES:
-            model = build(spec, graph, style)
+            _, model = build(spec, graph, style)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -137,8 +138,8 @@ class KerasPorter:
     def write(self, weights: WeightSet, spec: ResolvedSpec, graph: Graph) -> list[Artifact]:
         from archspec_keras.weights import load_into
 
-        module = KerasEmitter().emit(spec, graph, {"style": "functional"})
-        model = load_into(build(spec, graph), weights, graph)
+        module, model = build(spec, graph)
+        load_into(model, weights, graph)
         with tempfile.TemporaryDirectory(prefix="archspec_port_") as tmp:
             file = Path(tmp) / f"{graph.name}{WEIGHTS_SUFFIX}"
             model.save_weights(file)

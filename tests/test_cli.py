@@ -47,8 +47,9 @@ def test_help_lists_commands() -> None:
         ["summary", "rcnn"],
         ["ops"],
         ["graph", "resnet50"],
+        ["port", "--help"],
     ],
-    ids=lambda a: a[0],
+    ids=lambda a: "_".join(a[:2]) if a[0] == "port" else a[0],
 )
 def test_light_commands_import_no_framework(argv: list[str]) -> None:
     script = (

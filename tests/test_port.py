@@ -352,3 +352,20 @@ def test_keras_model_misfit_is_listed_by_name_and_corrupt_keras_is_clean(tmp_pat
     assert "broken.keras: cannot read as a .keras model" in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_a_missing_framework_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archspec_keras.checkpoint import KerasPorter
+
+    monkeypatch.setattr(KerasPorter, "available", lambda self: "keras is not installed")
+    checkpoint = tmp_path / "rcnn.pt"
+    checkpoint.write_bytes(b"")
+    result = port(
+        checkpoint, "--spec", "rcnn", "--from", "torch", "--to", "keras", "-o", tmp_path / "out"
+    )
+    assert result.exit_code == 2, result.output
+    assert "framework 'keras' cannot run: keras is not installed" in result.output
+    assert "(pip install 'archspec[keras]')" in result.output
+    assert not (tmp_path / "out").exists()

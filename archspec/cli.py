@@ -91,6 +91,14 @@ strict_option = click.option(
     "--strict", is_flag=True, help="Treat warnings (unused items...) as errors: exit 2."
 )
 
+plot_option = click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="OUT.png",
+    help="Plot every probe's error along the network (needs archspec[plot]: matplotlib).",
+)
+
 
 def warned(graph: Graph, strict: bool) -> bool:
     """Print the graph's warnings on stderr; True if `--strict` makes them fatal."""
@@ -423,6 +431,7 @@ def gen(
 @click.option("--per-op", is_flag=True, help="Probe every op, not only block outputs.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write the full report as JSON.")  # fmt: skip
+@plot_option
 @set_option
 def parity(
     target: str,
@@ -437,6 +446,7 @@ def parity(
     rtol: float,
     per_op: bool,
     json_out: str | None,
+    plot: str | None,
     sets: tuple[str, ...],
 ) -> None:
     """Run the same weights and input through several backends and compare.
@@ -448,6 +458,8 @@ def parity(
     with reported():
         spec, graph = build(target, sets, input_size)
         try:
+            if plot is not None:
+                require_plot()
             names = (
                 [n.strip() for n in backend_list.split(",") if n.strip()]
                 if backend_list
@@ -482,6 +494,8 @@ def parity(
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_INVALID)
     _print_parity(graph.name, mode, reports, Tolerance(atol=atol, rtol=rtol))
+    if plot is not None:
+        write_plot(plot, graph, reports, Tolerance(atol=atol, rtol=rtol), f"{graph.name} ({mode})")
     if json_out is not None:
         import json
 
@@ -500,6 +514,25 @@ def parity(
             write_atomic(Path(json_out), (json.dumps(body, indent=2) + "\n").encode())
     if not all(r.passed for r in reports):
         sys.exit(1)
+
+
+def require_plot() -> None:
+    """Exit 2 at once, naming the extra, when --plot cannot work (before the long run)."""
+    from archspec.plot import PlotError, require
+
+    try:
+        require()
+    except PlotError as exc:
+        say(f"error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def write_plot(path: str, graph: Graph, reports: list[Any], tol: Any, title: str) -> None:
+    from archspec.plot import write_plot as write
+
+    with reported():
+        write(Path(path), graph, reports, tol, title)
+    click.echo(f"wrote {path}", err=True)
 
 
 def _print_parity(name: str, mode: str, reports: list[Any], tol: Any) -> None:
@@ -529,6 +562,119 @@ def _print_parity(name: str, mode: str, reports: list[Any], tol: Any) -> None:
             )
             if div.where:
                 console.print(f"  declared at {escape(div.where)}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(), metavar="CHECKPOINT")
+@click.option("--spec", "target", required=True, metavar="NAME|FILE",
+              help="The architecture the checkpoint holds weights for.")  # fmt: skip
+@click.option("--from", "source", required=True, metavar="FRAMEWORK",
+              help="What wrote the checkpoint: torch (a state_dict file) or keras "
+              "(.keras or .weights.h5).")  # fmt: skip
+@click.option("--to", "dest", required=True, metavar="FRAMEWORK",
+              help="What to write: torch, keras or onnx.")  # fmt: skip
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder (created if needed).")  # fmt: skip
+@click.option("--input-size", nargs=2, type=click.IntRange(min=1), default=None, metavar="H W",
+              help="Input size of the written model (ONNX fixes it; the Keras factory's "
+              "default) and of the parity check (default: the spec's).")  # fmt: skip
+@click.option("--batch", type=click.IntRange(min=1, max=4096), default=2, show_default=True,
+              help="Batch size of the parity check.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Parity input seed.")
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True,
+              help="Max abs error, times max(1, max|reference|).")  # fmt: skip
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-6, show_default=True,
+              help="Relative L2 error.")  # fmt: skip
+@click.option(
+    "--force", is_flag=True, help="Replace existing files even if archspec did not write them."
+)
+@plot_option
+@set_option
+def port(
+    checkpoint: str,
+    target: str,
+    source: str,
+    dest: str,
+    out_dir: str,
+    input_size: tuple[int, int] | None,
+    batch: int,
+    seed: int,
+    atol: float,
+    rtol: float,
+    force: bool,
+    plot: str | None,
+    sets: tuple[str, ...],
+) -> None:
+    """Convert a real checkpoint to another framework, then prove it with parity.
+
+    Reads CHECKPOINT (a torch state_dict file, or a Keras .keras / .weights.h5 file),
+    checks its names and shapes against the spec (a misfit is refused with every
+    difference, and nothing is written), writes the target into the output folder
+    (torch: <spec>.py + <spec>.pt; keras: <spec>.py + <spec>.weights.h5; onnx:
+    <spec>.onnx), then runs the source model holding the checkpoint's weights against
+    the written files on a seeded input. Exit 0 when they agree within tolerance, 1 when
+    not, 2 on invalid input."""
+    import time
+
+    from archspec.parity import ParityError, Tolerance, get_runner, run_parity
+    from archspec.port import (
+        PortError,
+        check_pair,
+        get_porter,
+        place_all,
+        to_weights,
+    )
+
+    def note(line: str) -> None:
+        click.echo(line, err=True)
+
+    def timed(what: str, start: float) -> None:
+        note(f"  {what}: {time.perf_counter() - start:.2f} s")
+
+    tol = Tolerance(atol=atol, rtol=rtol)
+    path, folder = Path(checkpoint), Path(out_dir)
+    with reported():
+        try:
+            spec, graph = build(target, sets, input_size)
+            check_pair(source, dest)
+            reader, writer = get_porter(source), get_porter(dest)
+            if not reader.reads:
+                raise PortError(f"{source} is a target only: port from torch or keras")
+            if plot is not None:
+                require_plot()
+            reference = get_runner(reader.reference)
+            start = time.perf_counter()
+            note(f"reading {checkpoint} ({source}) ...")
+            found = reader.read(path, spec, graph)
+            for line in found.notes:
+                note(f"  {line}")
+            weights = to_weights(found, graph, path)
+            timed(f"{len(weights)} tensors, {weights.size:,} values", start)
+            start = time.perf_counter()
+            note(f"converting to {dest} ...")
+            artifacts = writer.write(weights, spec, graph)
+            timed("converted", start)
+            start = time.perf_counter()
+            place_all(folder, artifacts, force, lambda line: note(f"  {line}"))
+            timed("written", start)
+            reports = run_parity(
+                spec,
+                graph,
+                [reference, writer.runner(folder, artifacts)],
+                batch=batch,
+                seed=seed,
+                tol=tol,
+                weights=weights,
+                progress=note,
+            )
+        except (PortError, ParityError) as exc:
+            say(f"error: {exc}", err=True)
+            sys.exit(EXIT_INVALID)
+    _print_parity(graph.name, "inference", reports, tol)
+    if plot is not None:
+        write_plot(plot, graph, reports, tol, f"{graph.name}: port {source} -> {dest}")
+    if not all(r.passed for r in reports):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,17 @@ def run(*args: str) -> tuple[int, str, str]:
 def test_help_lists_commands() -> None:
     code, out, _ = run("--help")
     assert code == 0
-    for command in ("list", "validate", "summary", "schema", "graph", "gen", "ops"):
+    for command in (
+        "list",
+        "validate",
+        "summary",
+        "schema",
+        "graph",
+        "gen",
+        "ops",
+        "parity",
+        "port",
+    ):
         assert command in out
 
 
@@ -37,8 +47,9 @@ def test_help_lists_commands() -> None:
         ["summary", "rcnn"],
         ["ops"],
         ["graph", "resnet50"],
+        ["port", "--help"],
     ],
-    ids=lambda a: a[0],
+    ids=lambda a: "_".join(a[:2]) if a[0] == "port" else a[0],
 )
 def test_light_commands_import_no_framework(argv: list[str]) -> None:
     script = (

@@ -49,6 +49,7 @@ def test_wheel_contents(wheel: Path) -> None:
     assert "[archspec.backends]" in text and "torch = archspec_torch:backend" in text
     assert "keras = archspec_keras:backend" in text
     assert "[archspec.parity]" in text and "torch = archspec_torch.parity:runner" in text
+    assert "[archspec.port]" in text and "keras = archspec_keras.checkpoint:porter" in text
     assert "onnx = archspec_onnx:backend" in text
     assert "archspec = archspec.cli:main" in text
 

@@ -46,16 +46,22 @@ class OnnxRunner:
                 return f"{module} is not installed"
         return None
 
+    def model(self, request: RunRequest) -> Any:
+        """The ModelProto to run: built from the IR and the request's weights."""
+        from archspec_onnx.model import build_model
+
+        return build_model(request.graph, request.weights, fold_bn=self.fold_bn, spec=request.spec)
+
     def run(self, request: RunRequest) -> RunResult:
         import onnxruntime as ort
-        from archspec_onnx.model import build_model, serialize
+        from archspec_onnx.model import serialize
 
         from onnx import TensorProto, helper
 
         if request.dtype != "float32":
             raise ParityError("the onnx backend builds float32 models: use --dtype float32")
         graph = request.graph
-        model = build_model(graph, request.weights, fold_bn=self.fold_bn, spec=request.spec)
+        model = self.model(request)
         if self.transform is not None:
             self.transform(model)
         produced = {out for node in model.graph.node for out in node.output}

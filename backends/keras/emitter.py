@@ -380,7 +380,7 @@ class FunctionPrinter:
     def model_function(self, func: str, input_shapes: list[tuple[int, ...]]) -> str:
         cls, graph = self.cls, self.module.plan.graph
         inputs = [self.slot(v) for v in cls.inputs]
-        shape_params = ["input_shape"] if len(inputs) == 1 else [f"{v.local}_shape" for v in inputs]
+        shape_params = input_shape_params(graph)
         for v in inputs:
             v.var = self.locals.new(v.local)
         lines, outputs = self.body_lines(Names(False))
@@ -403,6 +403,23 @@ class FunctionPrinter:
         signature = layout("def ", Call(func, tuple(params)), ":")
         doc = docstring(graph.description or f"The {graph.name} model.", 4)
         return "\n".join([*signature, *indent([*doc, *head, *lines, *ret])])
+
+
+def input_shape_params(graph: Graph) -> list[str]:
+    """The factory's shape arguments: `input_shape`, or `<input>_shape` for each input."""
+    if len(graph.inputs) == 1:
+        return ["input_shape"]
+    return [f"{name}_shape" for name in graph.inputs]
+
+
+def factory_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
+    """The factory's shape arguments for `graph`'s input sizes (Keras's H, W, C order), so
+    code that builds a generated model passes the sizes it lowered the graph at."""
+    shapes = [graph.node(n).shape for n in graph.inputs]
+    return {
+        p: (*s[1:], s[0]) if len(s) == 3 else s
+        for p, s in zip(input_shape_params(graph), shapes, strict=True)
+    }
 
 
 def keras_shape(shape: tuple[int, ...]) -> str:

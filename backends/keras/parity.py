@@ -73,13 +73,13 @@ class KerasRunner:
             return self._run(keras, request)
 
     def _run(self, keras: Any, request: RunRequest) -> RunResult:
-        from archspec_keras.weights import _bind, from_keras
+        from archspec_keras.weights import _bind, from_keras, walk_layers
 
         graph = request.graph
         model = self.build(request)
         wanted = {p.replace(".", "_"): p for p in request.probes}
         captured: dict[str, np.ndarray] = {}
-        layers = list(model._flatten_layers(include_self=False, recursive=True))
+        layers = walk_layers(model, include_self=False)
         for layer in layers:
             if layer.name in wanted:
                 layer.call = _recording(layer.call, captured, wanted[layer.name])

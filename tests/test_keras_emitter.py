@@ -219,3 +219,17 @@ def test_several_inputs_and_outputs_compute_what_torch_computes(
     (report,) = run_parity(spec, lower(spec), runners, batch=2)  # type: ignore[arg-type]
     assert report.passed, report.first_divergence
     assert set(report.outputs) == {"logits", "aux"}
+
+
+def test_a_joined_member_name_that_is_a_keras_attribute_is_a_located_error(
+    tmp_path: Path,
+) -> None:
+    """Each name passes the reserved-name table, but the subclass style joins a group's
+    items into one attribute: group `add` + item `weight` is `self.add_weight`."""
+    spec_file = tmp_path / "joined.yaml"
+    spec_file.write_text(
+        "inputs: {image: [3, 8, 8]}\nbody:\n  - add:\n      body:\n        - weight: {op: relu}\n"
+    )
+    assert "add_weight" in source(spec_file)  # the functional style has no such attribute
+    with pytest.raises(SpecError, match=r"member 'add_weight' .* keras\.layers\.Layer\.add_weight"):
+        source(spec_file, "subclass")

@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from archspec_keras.helpers import helper_imports, helper_names, helper_sources
+from archspec_keras.helpers import helper_imports, helper_sources
+from archspec_keras.names import RESERVED, RESERVED_NAMES
 from archspec_keras.ops import PRINTERS, KerasEmitError, Layers
 
 from archspec.backend import Artifact, BackendError, ZooVariant, check_options
@@ -47,11 +48,6 @@ from archspec.ir import Graph
 from archspec.registry import ResolvedSpec
 
 STYLES = ("functional", "subclass")
-# Names the generated code uses itself (spec names that collide are renamed as locals).
-RESERVED = frozenset(
-    {"keras", "layers", "math", "name", "inputs", "outputs", "input_shape", "kwargs"}
-    | set(helper_names())
-)
 MIN_RUN = 3  # runs of at least this many identical block calls become a `for` loop
 
 
@@ -541,7 +537,7 @@ def render_module(module_plan: plan.ModulePlan, sections: list[str], needs: set[
 
 def emit_source(spec: ResolvedSpec, graph: Graph, style: str = "functional") -> str:
     check_layer_names(graph)
-    reserved = RESERVED
+    reserved = RESERVED | set(input_shape_params(graph))  # a parameter `left_shape` is renamed
     module_plan = build_plan(spec, graph, reserved)
     if style == "subclass":
         from archspec_keras.styles import subclass_source
@@ -557,6 +553,7 @@ class KerasEmitter:
     file_suffix = ".py"
     options: tuple[str, ...] = ("style",)
     zoo_variants = (ZooVariant("keras"), ZooVariant("keras_subclass", {"style": "subclass"}))
+    reserved_names = RESERVED_NAMES
 
     def emit(
         self, spec: ResolvedSpec, graph: Graph, options: Mapping[str, Any] | None = None

@@ -23,6 +23,7 @@ from archspec_keras.emitter import (
     merge_app,
     render_module,
 )
+from archspec_keras.names import RESERVED_NAMES
 from archspec_keras.ops import KerasEmitError
 
 from archspec.codegen.forward import Loop, Slot
@@ -50,58 +51,6 @@ from archspec.codegen.plan import (
 )
 from archspec.registry import ResolvedSpec
 
-# Attributes keras.layers.Layer and keras.Model use themselves: no member may take them.
-LAYER_ATTRS = frozenset(
-    {
-        "add_loss",
-        "add_metric",
-        "add_variable",
-        "add_weight",
-        "build",
-        "built",
-        "call",
-        "compile",
-        "compute_dtype",
-        "compute_loss",
-        "compute_output_shape",
-        "compute_output_spec",
-        "count_params",
-        "dtype",
-        "dtype_policy",
-        "evaluate",
-        "fit",
-        "from_config",
-        "get_build_config",
-        "get_config",
-        "get_layer",
-        "get_weights",
-        "init_args",
-        "input",
-        "input_spec",
-        "layers",
-        "load_own_variables",
-        "losses",
-        "metrics",
-        "name",
-        "non_trainable_variables",
-        "non_trainable_weights",
-        "optimizer",
-        "output",
-        "predict",
-        "quantize",
-        "save",
-        "save_own_variables",
-        "set_weights",
-        "summary",
-        "supports_masking",
-        "trainable",
-        "trainable_variables",
-        "trainable_weights",
-        "variables",
-        "weights",
-    }
-)
-
 
 @dataclass
 class Member:
@@ -128,10 +77,11 @@ class LayerPrinter(FunctionPrinter):
             self.loop_entries.append(Member(key, code, cond))
             self.placed = f'step["{key}"]'
             return self.placed
-        if attr in LAYER_ATTRS or any(m.attr == attr for m in self.members):
+        owner = RESERVED_NAMES.owner(attr, "item")
+        if owner is not None or any(m.attr == attr for m in self.members):
             raise KerasEmitError(
-                f"member '{attr}' of {self.cls.name} collides with another member or a "
-                "Keras Layer attribute; rename the item in the spec"
+                f"member '{attr}' of {self.cls.name} collides with "
+                f"{owner or 'another member'}; rename the item in the spec"
             )
         self.members.append(Member(attr, code, cond))
         self.placed = f"self.{attr}"

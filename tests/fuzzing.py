@@ -13,7 +13,7 @@ name or file name, a random expression, a huge repeat, or broken YAML syntax), a
   BACKEND_CHECKS passes: for torch, the source compiles, imports, instantiates and runs a
   forward pass whose output shapes are the IR's; for ONNX, the model passes the checker
   and runs in onnxruntime; for Keras, both styles generate and compile in process, and
-  after the cases, a seeded sample of them (2 per `run`, i.e. per test chunk of 50;
+  after the cases, a seeded sample of them (1 per `run`, i.e. per test chunk of 50;
   `ARCHSPEC_FUZZ_KERAS_SAMPLE=all` for every one) is built, loaded with a seeded WeightSet
   and run in both styles in ONE subprocess per `run` (TensorFlow's import would break the
   per-case memory bound), with output shapes, weights and values checked
@@ -598,7 +598,7 @@ def run(cases: int, seed: int, root: Path, start: int = 0) -> Report:
 # ---------------------------------------------------------------------------- Keras batch
 
 KERAS_IMPORT_SECONDS = 120  # TensorFlow's import and first model, on a loaded CI machine
-_SAMPLE = os.environ.get("ARCHSPEC_FUZZ_KERAS_SAMPLE", "2")
+_SAMPLE = os.environ.get("ARCHSPEC_FUZZ_KERAS_SAMPLE", "1")
 KERAS_SAMPLE = None if _SAMPLE == "all" else int(_SAMPLE)  # cases run per batch (None: all)
 
 
@@ -606,10 +606,12 @@ def keras_sample(outcomes: list[Outcome], seed: int, start: int) -> list[Outcome
     """The cases a batch runs through Keras: those whose Keras check passed, at most
     HUGE_PARAMS in size (building tens of millions of Keras variables takes seconds and
     finds nothing new: test_keras_zoo.py builds the big zoo models), and of those a
-    seeded sample of KERAS_SAMPLE (2; `ARCHSPEC_FUZZ_KERAS_SAMPLE=all` runs every one).
-    One case takes about 8 s (both styles built, loaded, run, and the ONNX reference) and
-    TensorFlow's import as much again, so the whole 1,000-case run stays a few minutes
-    longer with the sample; the others are marked `skipped: huge` or `not sampled`."""
+    seeded sample of KERAS_SAMPLE per 50 cases (1; `ARCHSPEC_FUZZ_KERAS_SAMPLE=N`, or
+    `all` for every one). A batch costs about 8 CPU-seconds for TensorFlow's import and
+    about 5 per case (both styles built, loaded and run, and the ONNX reference; a
+    resnet18 mutant about 8), so with one case per chunk of 50 the 1,000-case run costs
+    about 20 x 13 CPU-seconds more (a little over 2 minutes on 2 cores); the others are
+    marked `skipped: huge` or `not sampled`."""
     eligible = []
     for o in outcomes:
         if "keras" not in o.checked:
@@ -618,9 +620,10 @@ def keras_sample(outcomes: list[Outcome], seed: int, start: int) -> list[Outcome
             o.keras = "skipped: huge"
         else:
             eligible.append(o)
-    if KERAS_SAMPLE is None or len(eligible) <= KERAS_SAMPLE:
+    wanted = None if KERAS_SAMPLE is None else KERAS_SAMPLE * math.ceil(len(outcomes) / 50)
+    if wanted is None or len(eligible) <= wanted:
         return eligible
-    chosen = random.Random(f"{seed}:keras:{start}").sample(eligible, KERAS_SAMPLE)
+    chosen = random.Random(f"{seed}:keras:{start}").sample(eligible, wanted)
     for o in eligible:
         if o not in chosen:
             o.keras = "not sampled"

@@ -81,18 +81,24 @@ class ReservedNames:
     merged: tuple[ReservedNames, ...] = ()
 
     def owner(self, name: str, kind: str) -> str | None:
-        """Who owns `name` when used as a `kind` name, or None."""
+        """Who owns `name` when used as a `kind` name (every owner, sorted, joined by
+        "and": a name several backends own names them all), or None."""
+        found = sorted(set(self.owners(name, kind)))
+        return " and ".join(found) if found else None
+
+    def owners(self, name: str, kind: str) -> list[str]:
+        """Every table's owner of `name` as a `kind` name (one per table at most)."""
+        found: list[str] = []
         if kind in self.kinds:
             if name in self.names:
-                return self.names[name]
-            for prefix, owner in sorted(self.prefixes.items()):
-                if name.startswith(prefix):
-                    return owner
+                found.append(self.names[name])
+            else:
+                prefix = next((p for p in sorted(self.prefixes) if name.startswith(p)), None)
+                if prefix is not None:
+                    found.append(self.prefixes[prefix])
         for table in self.merged:
-            found = table.owner(name, kind)
-            if found is not None:
-                return found
-        return None
+            found += table.owners(name, kind)
+        return found
 
     def __or__(self, other: ReservedNames) -> ReservedNames:
         return ReservedNames(merged=(self, other))

@@ -12,8 +12,12 @@ name or file name, a random expression, a huge repeat, or broken YAML syntax), a
   installed backend generates it (or refuses it with a located error) and its check in
   BACKEND_CHECKS passes: for torch, the source compiles, imports, instantiates and runs a
   forward pass whose output shapes are the IR's; for ONNX, the model passes the checker
-  and runs in onnxruntime; for Keras, both styles generate and compile. A new backend
-  adds its check there.
+  and runs in onnxruntime; for Keras, both styles generate and compile in process, and
+  after the cases, a seeded sample of them (1 per `run`, i.e. per test chunk of 50;
+  `ARCHSPEC_FUZZ_KERAS_SAMPLE=all` for every one) is built, loaded with a seeded WeightSet
+  and run in both styles in ONE subprocess per `run` (TensorFlow's import would break the
+  per-case memory bound), with output shapes, weights and values checked
+  (`run_keras_batch`). A new backend adds its check there.
 
 Run more cases: `ARCHSPEC_FUZZ_CASES=20000 pytest tests/test_fuzz.py`, or
 `python tests/fuzzing.py --cases 20000 --seed 7` (prints counts per outcome).
@@ -29,6 +33,7 @@ import random
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -390,6 +395,18 @@ def zoo_texts() -> tuple[dict[str, Any], dict[str, Any]]:
 # ---------------------------------------------------------------------------- backend checks
 
 
+def small_graph(spec: ResolvedSpec, graph: Graph) -> Graph:
+    """The graph at SMALL_INPUT when the spec allows it with the same weights (a flatten
+    head ties them to the size), else `graph`: forward passes run on it."""
+    if len(graph.node(graph.inputs[0]).shape) != 3:
+        return graph
+    try:
+        small = lower(spec, None, SMALL_INPUT)
+    except SpecError:
+        return graph
+    return small if totals(small).trainable == totals(graph).trainable else graph
+
+
 def check_torch(backend: Backend, spec: ResolvedSpec, graph: Graph) -> None:
     """The generated module compiles, imports, instantiates and runs a forward pass whose
     output shapes are the IR's (at a small odd input size when the spec allows one)."""
@@ -403,14 +420,7 @@ def check_torch(backend: Backend, spec: ResolvedSpec, graph: Graph) -> None:
     device = torch.device("meta" if totals(graph).total > HUGE_PARAMS else "cpu")
     with device:
         model = namespace[graph.name]().eval()
-    run_graph = graph
-    if len(graph.node(graph.inputs[0]).shape) == 3:
-        try:  # the same weights at a smaller size (a flatten head ties them to the size)
-            small = lower(spec, None, SMALL_INPUT)
-            if totals(small).trainable == totals(graph).trainable:
-                run_graph = small
-        except SpecError:
-            pass
+    run_graph = small_graph(spec, graph)
     inputs = [torch.randn(1, *run_graph.node(n).shape, device=device) for n in run_graph.inputs]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny inputs: oneDNN's per-shape setup would dominate
@@ -454,8 +464,9 @@ def check_onnx(backend: Backend, spec: ResolvedSpec, graph: Graph) -> None:
 
 
 def check_keras(backend: Backend, spec: ResolvedSpec, graph: Graph) -> None:
-    """Both styles generate (or refuse with a located error) and compile. Running them is
-    test_keras_zoo.py's job: importing TensorFlow alone exceeds the fuzzer's memory bound."""
+    """Both styles generate (or refuse with a located error) and compile. Importing
+    TensorFlow alone exceeds the per-case memory bound, so building and running them is
+    batched: `run` hands every case this check passed to `run_keras_batch` (a subprocess)."""
     emit: Any = backend.emit
     for style in ("functional", "subclass"):
         artifact = emit(spec, graph, {"style": style})
@@ -484,11 +495,14 @@ class Outcome:
     status: str  # "rejected", "passed", "backend refused", or "FAIL: ..."
     seconds: float
     detail: str = ""
+    checked: list[str] = field(default_factory=list)  # backends whose check passed
+    keras: str = ""  # the batched Keras run: "ran", "skipped: ...", or "" (not run)
 
 
 @dataclass
 class Report:
     outcomes: list[Outcome] = field(default_factory=list)
+    keras_seconds: float = 0.0  # the batched Keras subprocess, TensorFlow's import included
 
     @property
     def failures(self) -> list[Outcome]:
@@ -518,8 +532,9 @@ def run_case(case: Case) -> Outcome:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_SECONDS)
+    checked: list[str] = []
     try:
-        status, detail = _check(case)
+        status, detail = _check(case, checked)
     except CaseTimeout as exc:
         status, detail = "FAIL: hang", str(exc)
     except BaseException as exc:  # the fuzzer reports everything; it never stops early
@@ -530,10 +545,10 @@ def run_case(case: Case) -> Outcome:
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
     if grown > CASE_MEMORY_MB and not status.startswith("FAIL"):
         status, detail = "FAIL: memory", f"peak memory grew by {grown:.0f} MB"
-    return Outcome(case, status, time.perf_counter() - start, detail)
+    return Outcome(case, status, time.perf_counter() - start, detail, checked)
 
 
-def _check(case: Case) -> tuple[str, str]:
+def _check(case: Case, checked: list[str]) -> tuple[str, str]:
     code, output, exc = _invoke(["validate", str(case.target)])
     if exc is not None:
         return f"FAIL: {type(exc).__name__}", "".join(traceback.format_exception(exc))
@@ -560,6 +575,8 @@ def _check(case: Case) -> tuple[str, str]:
             check(plugins.get(name), spec, graph)
         except (SpecError, BackendError) as refusal:  # a located "cannot generate this"
             refused.append(f"{name}: {refusal}")
+            continue
+        checked.append(name)
     return ("backend refused", "\n".join(refused)) if refused else ("passed", "")
 
 
@@ -569,9 +586,195 @@ def run(cases: int, seed: int, root: Path, start: int = 0) -> Report:
     for index in range(start, start + cases):
         case = make_case(index, seed, root, bases, libs)
         report.outcomes.append(run_case(case))
-        if not report.outcomes[-1].status.startswith("FAIL"):
-            shutil.rmtree(case.folder, ignore_errors=True)
+    begin = time.perf_counter()
+    run_keras_batch(keras_sample(report.outcomes, seed, start), root)
+    report.keras_seconds = time.perf_counter() - begin
+    for o in report.outcomes:  # kept until the Keras batch read them
+        if not o.status.startswith("FAIL"):
+            shutil.rmtree(o.case.folder, ignore_errors=True)
     return report
+
+
+# ---------------------------------------------------------------------------- Keras batch
+
+KERAS_IMPORT_SECONDS = 120  # TensorFlow's import and first model, on a loaded CI machine
+_SAMPLE = os.environ.get("ARCHSPEC_FUZZ_KERAS_SAMPLE", "1")
+KERAS_SAMPLE = None if _SAMPLE == "all" else int(_SAMPLE)  # cases run per batch (None: all)
+
+
+def keras_sample(outcomes: list[Outcome], seed: int, start: int) -> list[Outcome]:
+    """The cases a batch runs through Keras: those whose Keras check passed, at most
+    HUGE_PARAMS in size (building tens of millions of Keras variables takes seconds and
+    finds nothing new: test_keras_zoo.py builds the big zoo models), and of those a
+    seeded sample of KERAS_SAMPLE per 50 cases (1; `ARCHSPEC_FUZZ_KERAS_SAMPLE=N`, or
+    `all` for every one). A batch costs about 8 CPU-seconds for TensorFlow's import and
+    about 5 per case (both styles built, loaded and run, and the ONNX reference; a
+    resnet18 mutant about 8), so with one case per chunk of 50 the 1,000-case run costs
+    about 20 x 13 CPU-seconds more (a little over 2 minutes on 2 cores); the others are
+    marked `skipped: huge` or `not sampled`."""
+    eligible = []
+    for o in outcomes:
+        if "keras" not in o.checked:
+            continue
+        if totals(lower(load(o.case.target))).total > HUGE_PARAMS:
+            o.keras = "skipped: huge"
+        else:
+            eligible.append(o)
+    wanted = None if KERAS_SAMPLE is None else KERAS_SAMPLE * math.ceil(len(outcomes) / 50)
+    if wanted is None or len(eligible) <= wanted:
+        return eligible
+    chosen = random.Random(f"{seed}:keras:{start}").sample(eligible, wanted)
+    for o in eligible:
+        if o not in chosen:
+            o.keras = "not sampled"
+    return sorted(chosen, key=lambda o: o.case.index)
+
+
+def run_keras_batch(outcomes: list[Outcome], root: Path) -> None:
+    """Build and run every accepted case's Keras models (both styles) in ONE subprocess,
+    so TensorFlow is imported once per batch and its memory never counts towards a case's
+    budget (`keras_case` says what is checked). A case that fails, or that the subprocess
+    never reported on (it died or ran out of time), becomes `FAIL: keras run`, with the
+    case named by `summarize`."""
+    if not outcomes:
+        return
+    job, results = root / "keras_batch.json", root / "keras_batch.jsonl"
+    job.write_text(json.dumps([str(o.case.target) for o in outcomes]))
+    results.unlink(missing_ok=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, __file__, "--keras-batch", str(job), str(results)]
+    limit = KERAS_IMPORT_SECONDS + 2 * CASE_SECONDS * len(outcomes)
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=limit, check=False
+        )
+        ended = f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    except subprocess.TimeoutExpired:
+        ended = f"the batch ran over its {limit} s"
+    lines = results.read_text().splitlines() if results.exists() else []
+    reported = [json.loads(line) for line in lines]
+    for i, o in enumerate(outcomes):
+        if i >= len(reported):
+            o.status = "FAIL: keras run"
+            o.detail = f"the Keras subprocess stopped at or before this case ({ended})"
+            continue
+        status, detail, seconds = reported[i]
+        o.seconds += seconds
+        if status.startswith("FAIL"):
+            o.status, o.detail = "FAIL: keras run", f"{status}\n{detail}"
+        else:
+            o.keras = status
+
+
+def keras_batch_main(job: Path, results: Path) -> None:
+    """The subprocess of `run_keras_batch`: one JSON line per case, written as it ends."""
+    import keras
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # tiny inputs; xdist's workers
+    tf.config.threading.set_inter_op_parallelism_threads(1)  # share the cores
+    signal.signal(signal.SIGALRM, _alarm)
+    with results.open("a", encoding="utf-8") as out:
+        for n, target in enumerate(json.loads(job.read_text())):
+            signal.alarm(2 * CASE_SECONDS)  # two styles
+            begin = time.perf_counter()
+            try:
+                result = keras_case(Path(target), n)
+            except CaseTimeout as exc:
+                result = ("FAIL: hang", str(exc))
+            except BaseException as exc:
+                result = (f"FAIL: {type(exc).__name__}", traceback.format_exc())
+            finally:
+                signal.alarm(0)
+            out.write(json.dumps([*result, time.perf_counter() - begin]) + "\n")
+            out.flush()
+            keras.backend.clear_session()
+
+
+def keras_case(target: Path, n: int) -> tuple[str, str]:
+    """Both styles of the spec at `target`, as `archspec gen` writes them, built at a small
+    input size, loaded with one seeded WeightSet through the weight adapter, run forward
+    (inference) on a seeded input: the output shapes must be the IR's, the weights must
+    come back bitwise, and the outputs must equal onnxruntime's on the ONNX backend's model
+    with the same weights (the random-spec property tests' bound: relative L2 <= 1e-5 and
+    max abs <= 1e-4 x max(1, max |ref|), over finite reference outputs)."""
+    import keras
+    import numpy as np
+    from archspec_keras.emitter import STYLES, emit_source, factory_shapes
+    from archspec_keras.weights import from_keras, load_into
+
+    from archspec.backend import Artifact
+    from archspec.codegen.printers import import_artifact
+    from archspec.weights import WeightSet
+
+    spec = load(target)
+    graph = lower(spec)
+    run_graph = small_graph(spec, graph)
+    weights = WeightSet.random(run_graph, seed=0)
+    rng = np.random.default_rng(n)
+    xs = [
+        rng.standard_normal((1, *run_graph.node(i).shape), dtype=np.float32)
+        for i in run_graph.inputs
+    ]
+    want = onnx_outputs(spec, run_graph, weights, xs, target.parent)
+    shapes = [run_graph.node(o).shape for o in run_graph.outputs]
+    for style in STYLES:
+        artifact = Artifact(f"{graph.name}.py", emit_source(spec, graph, style).encode())
+        module = import_artifact(artifact, f"fuzz_keras_{n}_{style}_{graph.name}", target.parent)
+        model = load_into(
+            getattr(module, graph.name)(**factory_shapes(run_graph)), weights, run_graph
+        )
+        feed = [np.moveaxis(x, 1, -1) if x.ndim == 4 else x for x in xs]
+        outs = model(feed[0] if len(feed) == 1 else feed, training=False)
+        got = [
+            keras.ops.convert_to_numpy(o)
+            for o in (outs if isinstance(outs, list | tuple) else [outs])
+        ]
+        got = [np.moveaxis(g, -1, 1) if g.ndim == 4 else g for g in got]
+        if [g.shape[1:] for g in got] != shapes:
+            return (
+                "FAIL: shapes",
+                f"{style}: output shapes {[g.shape[1:] for g in got]} != IR {shapes}",
+            )
+        if not from_keras(model, run_graph).equal(weights):
+            return "FAIL: weights", f"{style}: the weights did not come back bitwise"
+        for name, g, w in zip(run_graph.outputs, got, want or [], strict=False):
+            problem = value_problem(g, w)
+            if problem:
+                return "FAIL: values", f"{style}, output '{name}' vs onnxruntime: {problem}"
+    return "ran", ""
+
+
+def onnx_outputs(
+    spec: ResolvedSpec, graph: Graph, weights: Any, xs: list[Any], folder: Path
+) -> list[Any] | None:
+    """onnxruntime's outputs for the ONNX backend's model with `weights`; None without it."""
+    if "onnx" not in plugins.available():
+        return None
+    import onnxruntime as ort
+
+    path = folder / "weights.npz"
+    weights.save(path)
+    content = plugins.get("onnx").emit(spec, graph, {"weights": str(path)}).content
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
+    return session.run(None, dict(zip(graph.inputs, xs, strict=True)))
+
+
+def value_problem(got: Any, want: Any) -> str | None:
+    import numpy as np
+
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    finite = np.isfinite(want)
+    if not finite.any():
+        return None
+    diff = got[finite] - want[finite]
+    rel = np.linalg.norm(diff) / max(np.linalg.norm(want[finite]), 1e-30)
+    worst = np.abs(diff).max() / max(1.0, np.abs(want[finite]).max())
+    if not (rel <= 1e-5 and worst <= 1e-4):  # NaN fails too
+        return f"relative L2 {rel:.3g}, max abs {worst:.3g} (scaled)"
+    return None
 
 
 def summarize(report: Report) -> Iterator[str]:
@@ -584,6 +787,10 @@ def summarize(report: Report) -> Iterator[str]:
     )
     if times:
         yield f"seconds per case: median {times[len(times) // 2]:.3f}, max {times[-1]:.2f}"
+    keras = Counter(o.keras for o in report.outcomes if o.keras)
+    yield f"keras batch: {report.keras_seconds:.1f} s  " + "  ".join(
+        f"{k}: {v}" for k, v in sorted(keras.items())
+    )
     for o in sorted(report.outcomes, key=lambda o: -o.seconds)[:3]:
         yield f"slow: case {o.case.index} ({o.case.base}, {o.case.mutations}) {o.seconds:.2f} s"
     for o in report.failures:
@@ -598,7 +805,13 @@ if __name__ == "__main__":
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start", type=int, default=0)
+    parser.add_argument(
+        "--keras-batch", nargs=2, metavar=("JOB", "RESULTS"), help=argparse.SUPPRESS
+    )
     ns = parser.parse_args()
+    if ns.keras_batch:
+        keras_batch_main(Path(ns.keras_batch[0]), Path(ns.keras_batch[1]))
+        sys.exit(0)
     os.environ.setdefault("PYTHONHASHSEED", "0")
     with tempfile.TemporaryDirectory(prefix="archspec_fuzz_") as tmp:
         result = run(ns.cases, ns.seed, Path(tmp), ns.start)

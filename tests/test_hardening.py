@@ -224,6 +224,12 @@ def test_deep_expressions_are_errors_not_recursion(text: str) -> None:
         ("index", "param", "bound by archspec"),
         ("prev", "input", "references"),
         ("bottleneck", "block", "CapWords"),
+        ("weights", "item", "keras.layers.Layer.weights"),
+        ("layers", "share", "keras.Model.layers"),
+        ("init_args", "item", "generated Keras layers"),
+        ("GELU", "block", "a helper of the generated Keras module"),
+        ("keras", "spec", "an import of the generated Keras module"),
+        ("compile", "item", "keras.Model.compile (an attribute of every Keras model) and torch"),
     ],
 )
 def test_one_rule_for_every_kind_of_name(name: str, kind: str, phrase: str) -> None:
@@ -240,6 +246,8 @@ def test_one_rule_for_every_kind_of_name(name: str, kind: str, phrase: str) -> N
         ("growth_rate", "param"),
         ("sum", "item"),  # an attribute `self.sum` shadows nothing
         ("pair", "share"),
+        ("layers", "param"),  # a parameter: the Keras emitter renames the argument
+        ("weights", "input"),  # an input: a local and an argument, renamed where needed
     ],
 )
 def test_ordinary_names_pass(name: str, kind: str) -> None:
@@ -263,6 +271,50 @@ def test_every_nn_module_attribute_is_reserved_by_the_torch_backend() -> None:
     reserved = installed_reserved_names()
     missing = sorted(n for n in owned if name_problem(n, "item", reserved) is None)
     assert missing == []
+
+
+def test_every_keras_layer_and_model_attribute_is_reserved_by_the_keras_backend() -> None:
+    """Checked against the installed Keras (public and private attributes of
+    keras.layers.Layer and keras.Model, classes and instances: a called layer, a compiled
+    and trained subclassed model, a functional model), so a new attribute fails here; the
+    table itself is a literal, and generating never imports Keras."""
+    import keras
+    import numpy as np
+    from archspec_keras.names import RESERVED_NAMES
+
+    class Block(keras.layers.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mine = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.mine(x)
+
+    class Probe(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mine = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.mine(x)
+
+    layer = Block()
+    layer(np.zeros((1, 3)))
+    model = Probe()
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.zeros((2, 3)), np.zeros((2, 2)), verbose=0)
+    x = keras.Input((3,))
+    functional = keras.Model(x, keras.layers.Dense(2)(x))
+    owned = set(dir(keras.layers.Layer)) | set(dir(keras.Model)) | set(dir(functional))
+    owned |= set(vars(keras.layers.Layer())) | set(vars(functional))
+    owned |= (set(vars(layer)) | set(vars(model))) - {"mine"}
+    owned = {n for n in owned if not (n.startswith("__") and n.endswith("__"))}
+    assert len(owned) > 150 and "_layers" in owned and "weights" in owned
+    for kind in ("item", "share"):
+        missing = sorted(n for n in owned if RESERVED_NAMES.owner(n, kind) is None)
+        assert missing == []
+        shown = {RESERVED_NAMES.owner(n, kind) for n in owned}
+        assert all("Keras" in owner for owner in shown if owner)  # names the backend
 
 
 @pytest.mark.parametrize(

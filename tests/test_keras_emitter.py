@@ -1,7 +1,8 @@
-"""The Keras emitter as a code generator: printers, options, errors, no Keras import.
+"""The Keras emitter as a code generator: printers, options, errors, no Keras import; and
+models with several inputs and outputs in both styles, run against torch.
 
-Running the generated models (equivalence with torch and keras.applications, counts,
-saving, XLA, other Keras backends) is tested in test_keras_zoo.py.
+Running the zoo's generated models (equivalence with torch and keras.applications,
+counts, saving, XLA, other Keras backends) is tested in test_keras_zoo.py.
 """
 
 from __future__ import annotations
@@ -118,3 +119,117 @@ def test_unsupported_conv_is_a_located_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="strided and dilated") as info:
         source(spec_file)
     assert info.value.render().startswith(f"{info.value.file}:3:")
+
+
+# ---------------------------------------------------------------- several inputs and outputs
+
+TWO_HEADS = """
+description: Two image inputs concatenated, two heads
+inputs:
+  left: [3, 9, 8]
+  right: [2, 9, 8]
+outputs: [logits, aux]
+blocks:
+  Mix:
+    params: {planes: int}
+    body:
+      - conv: {op: conv, out: $planes, kernel: 3, stride: 2, padding: 1, bias: false}
+      - bn: {op: batch_norm}
+      - relu: {op: relu}
+body:
+  - lconv: {op: conv, out: 4, kernel: 3, padding: 1, input: left}
+  - rconv: {op: conv, out: 4, kernel: 1, input: right}
+  - cat: {op: concat, inputs: [lconv, rconv]}
+  - mix: {block: Mix, args: {planes: 6}}
+  - pool: {op: global_avg_pool}
+  - logits: {op: linear, out: 5}
+  - aux: {op: linear, out: 3, input: pool}
+"""
+
+
+@pytest.fixture(scope="module")
+def two_heads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("two_heads") / "two_heads.yaml"
+    path.write_text(TWO_HEADS)
+    return path
+
+
+def test_subclass_call_takes_a_list_or_a_dict_and_returns_a_list(two_heads: Path) -> None:
+    text = source(two_heads, "subclass")
+    assert "    def call(self, inputs):" in text
+    assert 'inputs = [inputs["left"], inputs["right"]]' in text
+    assert "left, right = inputs" in text and "return [logits, x]" in text
+    assert "def two_heads(left_shape=(9, 8, 3), right_shape=(9, 8, 2)):" in text
+    functional = source(two_heads)
+    assert "def two_heads(left_shape=(9, 8, 3), right_shape=(9, 8, 2)):" in functional
+    assert 'keras.Model([left, right], [logits, x], name="two_heads")' in functional
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["functional", "subclass"])
+def test_several_inputs_and_outputs_compute_what_torch_computes(
+    style: str, two_heads: Path, tmp_path: Path
+) -> None:
+    """Both styles: the torch model's outputs with the same WeightSet (inputs as a list
+    and as a dict by input name), bitwise weight round trip, `.keras` save and load, and
+    the parity runner."""
+    import keras
+    import numpy as np
+    import torch
+    from archspec_keras import generate_module
+    from archspec_keras.parity import KerasRunner
+    from archspec_keras.weights import from_keras, load_into
+    from archspec_torch import generate_module as torch_module
+    from archspec_torch.parity import TorchRunner
+    from archspec_torch.weights import load_into as torch_load_into
+    from test_keras_runtime import assert_close
+
+    from archspec.analysis import totals
+    from archspec.parity import run_parity
+    from archspec.weights import WeightSet
+
+    module, graph = generate_module(two_heads, directory=tmp_path, style=style)
+    weights = WeightSet.random(graph, seed=2)
+    model = load_into(module.two_heads(), weights, graph)
+    assert from_keras(model, graph).equal(weights)
+    assert model.count_params() == totals(graph).total
+    (tmp_path / "torch").mkdir()
+    torch_file, _ = torch_module(two_heads, directory=tmp_path / "torch")
+    reference = torch_load_into(torch_file.two_heads(), weights, graph).eval()
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(2, *graph.node(n).shape)).astype(np.float32) for n in graph.inputs]
+    with torch.no_grad():
+        want = [t.numpy() for t in reference(*(torch.from_numpy(x) for x in xs))]
+    nhwc = [x.transpose(0, 2, 3, 1) for x in xs]
+    got = model(nhwc, training=False)
+    assert isinstance(got, list) and len(got) == len(want) == 2
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w)
+    by_name = model(dict(zip(graph.inputs, nhwc, strict=True)), training=False)
+    for a, b in zip(by_name, got, strict=True):
+        assert np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    model.save(tmp_path / "two_heads.keras")
+    again = keras.saving.load_model(tmp_path / "two_heads.keras")
+    if style == "subclass":  # our get_config (a functional config holds fresh seeds)
+        assert again.get_config() == model.get_config()
+    for a, b in zip(again(nhwc, training=False), got, strict=True):
+        assert np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    spec = load(two_heads)
+    runners = [TorchRunner(name="torch64", float64=True), KerasRunner(style)]
+    (report,) = run_parity(spec, lower(spec), runners, batch=2)  # type: ignore[arg-type]
+    assert report.passed, report.first_divergence
+    assert set(report.outputs) == {"logits", "aux"}
+
+
+def test_a_joined_member_name_that_is_a_keras_attribute_is_a_located_error(
+    tmp_path: Path,
+) -> None:
+    """Each name passes the reserved-name table, but the subclass style joins a group's
+    items into one attribute: group `add` + item `weight` is `self.add_weight`."""
+    spec_file = tmp_path / "joined.yaml"
+    spec_file.write_text(
+        "inputs: {image: [3, 8, 8]}\nbody:\n  - add:\n      body:\n        - weight: {op: relu}\n"
+    )
+    assert "add_weight" in source(spec_file)  # the functional style has no such attribute
+    with pytest.raises(SpecError, match=r"member 'add_weight' .* keras\.layers\.Layer\.add_weight"):
+        source(spec_file, "subclass")

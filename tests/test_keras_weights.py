@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 import torch
+from archspec_keras import generate_module as keras_module
 from archspec_keras.reference_names import densenet121_names, resnet50_v1_names
-from archspec_keras.weights import from_keras, load_into, to_keras
+from archspec_keras.weights import from_keras, load_into, sublayers, to_keras, walk_layers
 from archspec_torch import generate_module
 from archspec_torch.weights import load_into as torch_load_into
 from keras import layers
@@ -197,6 +198,37 @@ def test_map_names_loads_other_layer_names(probe) -> None:
         from_keras(model, graph, map_names={**names, "nope": "x"})
     with pytest.raises(WeightError, match=r"bound to several parameter sets 1: head \(mix, fc\)"):
         from_keras(model, graph, map_names={**names, "mix": "head"})
+
+
+def nested_probe() -> keras.Model:
+    """A functional model holding a keras.Sequential and a nested functional model, one
+    layer shared between the outer model and the Sequential."""
+    shared = layers.Conv2D(4, 1, name="shared")
+    inner_in = keras.Input((9, 8, 4))
+    inner = keras.Model(inner_in, layers.BatchNormalization(name="inner_bn")(inner_in))
+    seq = keras.Sequential([layers.Conv2D(4, 3, padding="same", name="seq_conv"), shared])
+    inputs = keras.Input((9, 8, 4))
+    return keras.Model(inputs, shared(inner(seq(inputs))), name="nested")
+
+
+@pytest.mark.parametrize("style", ["functional", "subclass"])
+def test_the_public_walk_finds_every_layer_once(style: str, tmp_path) -> None:
+    """`walk_layers` uses public API only (`Model.layers`, a Layer's public attributes) and
+    finds every layer holding weights that Keras's private `_flatten_layers` finds (not a
+    nested functional model's InputLayer), each layer once: hand-built models,
+    nested Sequential and functional models, shared layers, and generated rcnn (a shared
+    conv, per-step dicts of layers) and resnet18 (Sequential downsample members)."""
+    models = [BUILDERS[style](), nested_probe()]
+    for name in ("rcnn", "resnet18"):
+        module, _ = keras_module(name, input_size=(16, 16), directory=tmp_path, style=style)
+        models.append(getattr(module, name)(input_shape=(16, 16, 3)))
+    for model in models:
+        walked = walk_layers(model)
+        assert len({id(layer) for layer in walked}) == len(walked)
+        private = {id(x) for x in model._flatten_layers() if x.weights}
+        assert {id(layer) for layer in walked if layer.weights} == private
+        leaves = [layer for layer in walked if layer.weights and not sublayers(layer)]
+        assert sum(layer.count_params() for layer in leaves) == model.count_params()
 
 
 # ---------------------------------------------------------------- keras.applications

@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from archspec_keras.helpers import helper_imports, helper_names, helper_sources
+from archspec_keras.helpers import helper_imports, helper_sources
+from archspec_keras.names import RESERVED, RESERVED_NAMES
 from archspec_keras.ops import PRINTERS, KerasEmitError, Layers
 
 from archspec.backend import Artifact, BackendError, ZooVariant, check_options
@@ -47,11 +48,6 @@ from archspec.ir import Graph
 from archspec.registry import ResolvedSpec
 
 STYLES = ("functional", "subclass")
-# Names the generated code uses itself (spec names that collide are renamed as locals).
-RESERVED = frozenset(
-    {"keras", "layers", "math", "name", "inputs", "outputs", "input_shape", "kwargs"}
-    | set(helper_names())
-)
 MIN_RUN = 3  # runs of at least this many identical block calls become a `for` loop
 
 
@@ -380,7 +376,7 @@ class FunctionPrinter:
     def model_function(self, func: str, input_shapes: list[tuple[int, ...]]) -> str:
         cls, graph = self.cls, self.module.plan.graph
         inputs = [self.slot(v) for v in cls.inputs]
-        shape_params = ["input_shape"] if len(inputs) == 1 else [f"{v.local}_shape" for v in inputs]
+        shape_params = input_shape_params(graph)
         for v in inputs:
             v.var = self.locals.new(v.local)
         lines, outputs = self.body_lines(Names(False))
@@ -403,6 +399,23 @@ class FunctionPrinter:
         signature = layout("def ", Call(func, tuple(params)), ":")
         doc = docstring(graph.description or f"The {graph.name} model.", 4)
         return "\n".join([*signature, *indent([*doc, *head, *lines, *ret])])
+
+
+def input_shape_params(graph: Graph) -> list[str]:
+    """The factory's shape arguments: `input_shape`, or `<input>_shape` for each input."""
+    if len(graph.inputs) == 1:
+        return ["input_shape"]
+    return [f"{name}_shape" for name in graph.inputs]
+
+
+def factory_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
+    """The factory's shape arguments for `graph`'s input sizes (Keras's H, W, C order), so
+    code that builds a generated model passes the sizes it lowered the graph at."""
+    shapes = [graph.node(n).shape for n in graph.inputs]
+    return {
+        p: (*s[1:], s[0]) if len(s) == 3 else s
+        for p, s in zip(input_shape_params(graph), shapes, strict=True)
+    }
 
 
 def keras_shape(shape: tuple[int, ...]) -> str:
@@ -524,7 +537,7 @@ def render_module(module_plan: plan.ModulePlan, sections: list[str], needs: set[
 
 def emit_source(spec: ResolvedSpec, graph: Graph, style: str = "functional") -> str:
     check_layer_names(graph)
-    reserved = RESERVED
+    reserved = RESERVED | set(input_shape_params(graph))  # a parameter `left_shape` is renamed
     module_plan = build_plan(spec, graph, reserved)
     if style == "subclass":
         from archspec_keras.styles import subclass_source
@@ -540,6 +553,7 @@ class KerasEmitter:
     file_suffix = ".py"
     options: tuple[str, ...] = ("style",)
     zoo_variants = (ZooVariant("keras"), ZooVariant("keras_subclass", {"style": "subclass"}))
+    reserved_names = RESERVED_NAMES
 
     def emit(
         self, spec: ResolvedSpec, graph: Graph, options: Mapping[str, Any] | None = None

@@ -53,7 +53,7 @@ class KerasRunner:
         return None
 
     def build(self, request: RunRequest) -> Any:
-        from archspec_keras.emitter import emit_source
+        from archspec_keras.emitter import emit_source, factory_shapes
         from archspec_keras.weights import load_into
 
         source = emit_source(request.spec, request.graph, self.style)
@@ -63,8 +63,7 @@ class KerasRunner:
         module = import_artifact(
             artifact, f"archspec_parity_keras_{request.graph.name}_{id(self)}", None
         )
-        c, h, w = request.graph.node(request.graph.inputs[0]).shape
-        model = getattr(module, request.graph.name)(input_shape=(h, w, c))
+        model = getattr(module, request.graph.name)(**factory_shapes(request.graph))
         return load_into(model, request.weights, request.graph)
 
     def run(self, request: RunRequest) -> RunResult:
@@ -74,13 +73,13 @@ class KerasRunner:
             return self._run(keras, request)
 
     def _run(self, keras: Any, request: RunRequest) -> RunResult:
-        from archspec_keras.weights import _bind, from_keras
+        from archspec_keras.weights import _bind, from_keras, walk_layers
 
         graph = request.graph
         model = self.build(request)
         wanted = {p.replace(".", "_"): p for p in request.probes}
         captured: dict[str, np.ndarray] = {}
-        layers = list(model._flatten_layers(include_self=False, recursive=True))
+        layers = walk_layers(model, include_self=False)
         for layer in layers:
             if layer.name in wanted:
                 layer.call = _recording(layer.call, captured, wanted[layer.name])

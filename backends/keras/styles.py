@@ -17,15 +17,18 @@ from archspec_keras.emitter import (
     ModulePrinter,
     Names,
     indent,
+    input_shape_params,
     keras_shape,
     layer_app,
     merge_app,
     render_module,
 )
+from archspec_keras.names import RESERVED_NAMES
 from archspec_keras.ops import KerasEmitError
 
 from archspec.codegen.forward import Loop, Slot
 from archspec.codegen.layout import (
+    WIDTH,
     Call,
     Code,
     Comp,
@@ -47,58 +50,6 @@ from archspec.codegen.plan import (
     Step,
 )
 from archspec.registry import ResolvedSpec
-
-# Attributes keras.layers.Layer and keras.Model use themselves: no member may take them.
-LAYER_ATTRS = frozenset(
-    {
-        "add_loss",
-        "add_metric",
-        "add_variable",
-        "add_weight",
-        "build",
-        "built",
-        "call",
-        "compile",
-        "compute_dtype",
-        "compute_loss",
-        "compute_output_shape",
-        "compute_output_spec",
-        "count_params",
-        "dtype",
-        "dtype_policy",
-        "evaluate",
-        "fit",
-        "from_config",
-        "get_build_config",
-        "get_config",
-        "get_layer",
-        "get_weights",
-        "init_args",
-        "input",
-        "input_spec",
-        "layers",
-        "load_own_variables",
-        "losses",
-        "metrics",
-        "name",
-        "non_trainable_variables",
-        "non_trainable_weights",
-        "optimizer",
-        "output",
-        "predict",
-        "quantize",
-        "save",
-        "save_own_variables",
-        "set_weights",
-        "summary",
-        "supports_masking",
-        "trainable",
-        "trainable_variables",
-        "trainable_weights",
-        "variables",
-        "weights",
-    }
-)
 
 
 @dataclass
@@ -126,10 +77,11 @@ class LayerPrinter(FunctionPrinter):
             self.loop_entries.append(Member(key, code, cond))
             self.placed = f'step["{key}"]'
             return self.placed
-        if attr in LAYER_ATTRS or any(m.attr == attr for m in self.members):
+        owner = RESERVED_NAMES.owner(attr, "item")
+        if owner is not None or any(m.attr == attr for m in self.members):
             raise KerasEmitError(
-                f"member '{attr}' of {self.cls.name} collides with another member or a "
-                "Keras Layer attribute; rename the item in the spec"
+                f"member '{attr}' of {self.cls.name} collides with "
+                f"{owner or 'another member'}; rename the item in the spec"
             )
         self.members.append(Member(attr, code, cond))
         self.placed = f"self.{attr}"
@@ -244,11 +196,16 @@ class LayerPrinter(FunctionPrinter):
     def class_source(self, base: str, params: list[str], config: list[str]) -> str:
         cls = self.cls
         x = self.slot(cls.inputs[0])
+        unpack: list[str] = []
         if not cls.is_model:
             lines, outputs = self.body_lines(Names(True, root="self.name"), x, base=8)
         else:
-            x.var = self.locals.new(x.local)
+            ins = [self.slot(v) for v in cls.inputs]
+            for v in ins:
+                v.var = self.locals.new(v.local)
             lines, outputs = self.body_lines(Names(False, root="self.name"), base=8)
+            if len(ins) > 1:
+                x, unpack = Slot("inputs", "inputs"), unpack_inputs(ins)
         init = ["super().__init__(**kwargs)"]
         init += layout("self.init_args = ", Call("", tuple(config), "{}"), base=8)
         for m in self.members:
@@ -262,6 +219,8 @@ class LayerPrinter(FunctionPrinter):
         signature = layout("def ", Call("__init__", ("self", *params, "**kwargs")), ":", base=4)
         call_sig = f"def call(self, {x.var}):"
         ret = f"return {outputs[0].var}"
+        if len(outputs) > 1:
+            ret = "return [" + ", ".join(str(v.var) for v in outputs) + "]"
         return "\n".join(
             [
                 *head,
@@ -271,7 +230,7 @@ class LayerPrinter(FunctionPrinter):
                 *indent(indent(init)),
                 "",
                 f"    {call_sig}",
-                *indent(indent([*lines, ret])),
+                *indent(indent([*unpack, *lines, ret])),
                 "",
                 "    def get_config(self):",
                 "        return {**super().get_config(), **self.init_args}",
@@ -307,10 +266,37 @@ def layer_suffix(code: Code, main: str) -> str:
     return name[len(main) - 1 : -1]
 
 
+def unpack_inputs(ins: list[Slot]) -> list[str]:
+    """A several-input model's `call` takes a list, or a dict keyed by input name (both
+    as a functional model takes them)."""
+    by_name = Call("", tuple(f"inputs[{py_str(v.local)}]" for v in ins), "[]")
+    return [
+        "if isinstance(inputs, dict):  # keyed by input name",
+        *layout("inputs = ", by_name, indent=4, base=8),
+        *unpacked(", ".join(str(v.var) for v in ins), base=8),
+    ]
+
+
+def unpacked(targets: str, base: int) -> list[str]:
+    """`a, b = inputs`, parenthesized over several lines only when too long."""
+    if base + len(targets) + len(" = inputs") <= WIDTH:
+        return [f"{targets} = inputs"]
+    return layout("", Call("", tuple(targets.split(", ")), "()"), " = inputs", base=base)
+
+
+def build_call(shapes: list[str]) -> list[str]:
+    """The factory's first call, which builds every layer."""
+    zeros = [f"keras.ops.zeros((1, *{s}))" for s in shapes]
+    if len(zeros) == 1:
+        return [f"    model({zeros[0]})  # builds every layer"]
+    return [
+        "    # builds every layer",
+        *layout("model(", Call("", tuple(zeros), "[]"), ")", 4),
+    ]
+
+
 def subclass_source(spec: ResolvedSpec, plan: Any, reserved: frozenset[str]) -> str:
     graph = plan.graph
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise KerasEmitError("the subclass style writes single-input, single-output models")
     module = ModulePrinter(spec, plan, reserved)
     sections = []
     for cls in plan.blocks.values():
@@ -326,16 +312,19 @@ def subclass_source(spec: ResolvedSpec, plan: Any, reserved: frozenset[str]) -> 
     params = [f"{p.py}={literal(p.default)}" for p in model.params]
     config = [f'"{p.py}": {p.py}' for p in model.params]
     sections.append(LayerPrinter(module, model).class_source("keras.Model", params, config))
-    shape = keras_shape(graph.node(graph.inputs[0]).shape)
-    factory_params = [*params, f"input_shape={shape}"]
+    shapes = input_shape_params(graph)
+    factory_params = [
+        *params,
+        *(
+            f"{p}={keras_shape(graph.node(n).shape)}"
+            for p, n in zip(shapes, graph.inputs, strict=True)
+        ),
+    ]
     kws = [Kw(p.py, p.py) for p in model.params]
     build = Call(model.name, (*kws, Kw("name", py_str(graph.name))))
     factory = layout("def ", Call(plan.name, tuple(factory_params)), ":")
     factory += indent(docstring(graph.description or f"The {graph.name} model.", 4))
     factory += indent(layout("model = ", build, base=4))
-    factory += [
-        "    model(keras.ops.zeros((1, *input_shape)))  # builds every layer",
-        "    return model",
-    ]
+    factory += [*build_call(shapes), "    return model"]
     sections.append("\n".join(factory))
     return render_module(plan, sections, module.needs)

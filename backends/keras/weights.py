@@ -3,10 +3,11 @@
 Naming contract (generated code follows it in both styles): the Keras layer holding the
 parameters of IR parameter set `p` (a WeightSet prefix such as `layer1.0.conv1`, see
 `Node.param_name`) is named `p.replace(".", "_")`; a shared-weight group is ONE layer,
-called at each use. Layers are found by walking the model recursively (functional
-models, nested models and subclassed blocks alike) and matched by name, never by
-order. `map_names` names the layer of some or all parameter sets differently, so models
-built by other code (keras.applications, see reference_names.py) load too.
+called at each use. Layers are found by walking the model recursively through public
+API only (`walk_layers`: functional, Sequential and subclassed models, subclassed blocks)
+and matched by name, never by order. `map_names` names the layer of some or all
+parameter sets differently, so models built by other code (keras.applications, see
+reference_names.py) load too.
 
 Layouts (canonical -> Keras), chosen by the IR op and the layer's variable names:
 - conv weight OIHW -> Conv2D kernel (kh, kw, in/groups, out), grouped convs included;
@@ -103,15 +104,46 @@ def _convert(op: ir.Op, layer: keras.layers.Layer, variable: str) -> tuple[str, 
     raise KeyError(variable)
 
 
+def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The layers directly inside `layer`, by public API only: a model's `layers`
+    (functional, Sequential and subclassed models), else the layers a Layer holds in its
+    public attributes, directly or in the lists and dicts Keras tracks them in (what a
+    subclass assigns: `self.conv1 = ...`, `self.layer1 = [...]`, `[{"bn": ...}, ...]`)."""
+    if isinstance(layer, keras.Model):
+        return list(layer.layers)
+    found: list[keras.layers.Layer] = []
+    stack = [v for k, v in reversed(vars(layer).items()) if not k.startswith("_")]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, keras.layers.Layer):
+            found.append(value)
+        elif isinstance(value, list | tuple):
+            stack.extend(reversed(value))
+        elif isinstance(value, dict):
+            stack.extend(reversed(list(value.values())))
+    return found
+
+
+def walk_layers(model: keras.layers.Layer, include_self: bool = True) -> list[keras.layers.Layer]:
+    """Every layer in `model`, depth first (nested models and Sequentials included), each
+    once: a layer called several times (shared weights) is one layer."""
+    seen: set[int] = set()
+    order: list[keras.layers.Layer] = []
+    stack = [model] if include_self else list(reversed(sublayers(model)))
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        order.append(layer)
+        stack.extend(reversed(sublayers(layer)))
+    return order
+
+
 def _leaf_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
-    """Layers without sublayers that own weights, found recursively; a layer called
-    several times (shared weights) appears once. `_flatten_layers` is the walk Keras 3's
-    own summary and saving use; there is no public recursive equivalent."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if layer.weights and not layer._flatten_layers(include_self=False, recursive=False)
-    ]
+    """Layers without sublayers that own weights (a container's `weights` are its
+    sublayers'), each once."""
+    return [layer for layer in walk_layers(model) if layer.weights and not sublayers(layer)]
 
 
 def _bind(

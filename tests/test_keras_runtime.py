@@ -194,6 +194,19 @@ def test_batch_norm_training_step_matches_torch(name: str) -> None:
     )
 
 
+def test_batch_norm_training_with_a_mask_counts_only_the_masked_values() -> None:
+    """With a mask, the batch statistics (and n) are those of the unmasked rows: what
+    PyTorch's BatchNorm1d computes on those rows alone."""
+    name = "batch_norm_train_1d"
+    layer, x = TRAIN_CASES[name][1](), case_input(name)
+    mask = np.array([True, False, True, True, False])
+    want = torch_batch_norm_step(layer, x[mask])
+    out = layer(x, training=True, mask=mask)
+    assert_close(keras.ops.convert_to_numpy(out)[mask], want[""])
+    assert_close(layer.moving_mean, want["moving_mean"])
+    assert_close(layer.moving_variance, want["moving_variance"])
+
+
 def test_batch_norm_inference_is_keras_own() -> None:
     layer = CASES["batch_norm"][1]()
     keras_own = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)

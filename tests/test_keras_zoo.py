@@ -125,6 +125,28 @@ def test_other_keras_backends_give_the_tensorflow_outputs(
     assert_close(np.load(tmp_path / "out.npy"), want)
 
 
+@pytest.mark.parametrize("style", STYLES)
+def test_torch_batch_norm_inference_graph_is_batch_normalization(
+    style: str, tmp_path: Path
+) -> None:
+    """TorchBatchNormalization changes only the training step: the inference graph of a
+    generated model (tf.function) is op for op the one with Keras's BatchNormalization, so
+    it runs exactly as fast (benchmarks/keras_vs_reference.py measures against
+    keras.applications)."""
+    import tensorflow as tf
+
+    module, _ = keras_module("rcnn", input_size=(32, 32), style=style, directory=tmp_path)
+    x = tf.zeros((2, 32, 32, 3))
+
+    def op_types(model: Any) -> list[str]:
+        fn = tf.function(lambda t: model(t, training=False)).get_concrete_function(x)
+        return [op.type for op in fn.graph.get_operations()]
+
+    ours = op_types(module.rcnn())
+    module.TorchBatchNormalization = keras.layers.BatchNormalization  # what the file used to say
+    assert ours == op_types(module.rcnn())
+
+
 APPLICATIONS = {
     "resnet50_v1": (keras.applications.ResNet50, resnet50_v1_names, {}),
     "densenet121": (

@@ -1,6 +1,7 @@
 """Fixed Keras cases (runtime helpers and the built-ins docs/keras.md relies on) that run
 under any Keras backend: test_keras_runtime.py runs them in-process under TensorFlow and
-once per other backend (jax, torch) in a subprocess, and compares the outputs.
+once per other backend (jax, torch) in a subprocess, and compares the outputs. TRAIN_CASES
+(a BatchNorm training step) record the moving statistics after the step too.
 
 Run as a script, it writes the outputs to the .npz file named by its argument.
 """
@@ -22,6 +23,20 @@ def _conv(layer: keras.layers.Layer, shape: tuple[int, ...]) -> keras.layers.Lay
     layer.build(shape)
     rng = np.random.default_rng(0)
     layer.set_weights([rng.normal(size=w.shape).astype("float32") for w in layer.weights])
+    return layer
+
+
+def _batch_norm(shape: tuple[int, ...]) -> keras.layers.Layer:
+    """A built TorchBatchNormalization (PyTorch's eps and momentum) with fixed non-trivial
+    gamma, beta and moving statistics."""
+    layer = rt.TorchBatchNormalization(epsilon=1e-5, momentum=0.9)
+    layer.build(shape)
+    rng = np.random.default_rng(1)
+    c = shape[-1]
+    gamma, var = rng.uniform(0.5, 1.5, c), rng.uniform(0.5, 1.5, c)
+    layer.set_weights(
+        [w.astype("float32") for w in (gamma, rng.normal(size=c), rng.normal(size=c), var)]
+    )
     return layer
 
 
@@ -70,20 +85,41 @@ CASES: dict[str, Case] = {
         (2, 7, 7, 4),
         lambda: _conv(keras.layers.DepthwiseConv2D(3, 2, depth_multiplier=2), (2, 7, 7, 4)),
     ),
+    "batch_norm": ((2, 4, 5, 3), lambda: _batch_norm((2, 4, 5, 3))),
+}
+
+# Called with training=True: the output and the moving statistics after the step.
+TRAIN_CASES: dict[str, Case] = {
+    "batch_norm_train": ((3, 4, 5, 6), lambda: _batch_norm((3, 4, 5, 6))),
+    "batch_norm_train_1d": ((5, 6), lambda: _batch_norm((5, 6))),
 }
 
 
 def case_input(name: str) -> np.ndarray:
     """A fixed input, shifted negative so that zero padding would win a max pool."""
-    shape = CASES[name][0]
+    shape = {**CASES, **TRAIN_CASES}[name][0]
     return (np.random.default_rng(list(name.encode())).normal(size=shape) - 1.0).astype("float32")
 
 
-def run_cases() -> dict[str, np.ndarray]:
+def run_training(name: str) -> dict[str, np.ndarray]:
+    """A training step of TRAIN_CASES[name]: its output and the layer's moving statistics."""
+    layer = TRAIN_CASES[name][1]()
+    out = layer(case_input(name), training=True)
+    stats = {"moving_mean": layer.moving_mean, "moving_variance": layer.moving_variance}
     return {
+        name: keras.ops.convert_to_numpy(out),
+        **{f"{name}.{k}": keras.ops.convert_to_numpy(v) for k, v in stats.items()},
+    }
+
+
+def run_cases() -> dict[str, np.ndarray]:
+    out = {
         name: keras.ops.convert_to_numpy(make()(case_input(name)))
         for name, (_, make) in CASES.items()
     }
+    for name in TRAIN_CASES:
+        out.update(run_training(name))
+    return out
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from archspec_keras import helpers
 from archspec_keras import runtime as rt
-from keras_cases import CASES, case_input, run_cases
+from keras_cases import CASES, TRAIN_CASES, case_input, run_cases, run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -159,6 +159,82 @@ def test_gelu_matches_torch(approximate: str) -> None:
     assert_close(rt.GELU(approximate=approximate == "tanh")(nhwc(x)), want)
     if approximate == "none":  # the built-in activation is the exact form
         assert_close(keras.layers.Activation("gelu")(nhwc(x)), want)
+
+
+def torch_batch_norm_step(layer: keras.layers.Layer, x: np.ndarray) -> dict[str, np.ndarray]:
+    """PyTorch's training-mode batch_norm with `layer`'s weights (channels last moved to
+    axis 1): its output and the running statistics it leaves."""
+    gamma, beta, mean, var = (torch.from_numpy(np.array(w)) for w in layer.get_weights())
+    t = torch.from_numpy(np.moveaxis(x, -1, 1).copy())
+    out = F.batch_norm(t, mean, var, gamma, beta, True, 1 - layer.momentum, layer.epsilon)
+    return {
+        "": np.moveaxis(out.numpy(), 1, -1),
+        "moving_mean": mean.numpy(),
+        "moving_variance": var.numpy(),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_CASES))
+def test_batch_norm_training_step_matches_torch(name: str) -> None:
+    """Output from the biased batch variance, running_var from the unbiased one (PyTorch's
+    update), running_mean with the converted momentum; 4-d and 1-d inputs."""
+    want = torch_batch_norm_step(TRAIN_CASES[name][1](), case_input(name))
+    got = run_training(name)
+    for key, value in want.items():
+        assert_close(got[f"{name}.{key}" if key else name], value)
+    keras_own = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)
+    keras_own.build(case_input(name).shape)
+    keras_own.set_weights(TRAIN_CASES[name][1]().get_weights())
+    keras_own(case_input(name), training=True)  # biased: the difference this layer fixes
+    assert (
+        np.abs(
+            keras.ops.convert_to_numpy(keras_own.moving_variance) - want["moving_variance"]
+        ).max()
+        > 1e-4
+    )
+
+
+def test_batch_norm_training_with_a_mask_counts_only_the_masked_values() -> None:
+    """With a mask, the batch statistics (and n) are those of the unmasked rows: what
+    PyTorch's BatchNorm1d computes on those rows alone."""
+    name = "batch_norm_train_1d"
+    layer, x = TRAIN_CASES[name][1](), case_input(name)
+    mask = np.array([True, False, True, True, False])
+    want = torch_batch_norm_step(layer, x[mask])
+    out = layer(x, training=True, mask=mask)
+    assert_close(keras.ops.convert_to_numpy(out)[mask], want[""])
+    assert_close(layer.moving_mean, want["moving_mean"])
+    assert_close(layer.moving_variance, want["moving_variance"])
+
+
+def test_batch_norm_inference_is_keras_own() -> None:
+    layer = CASES["batch_norm"][1]()
+    keras_own = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)
+    keras_own.build(CASES["batch_norm"][0])
+    keras_own.set_weights(layer.get_weights())
+    x = case_input("batch_norm")
+    np.testing.assert_array_equal(layer(x), keras_own(x))
+    assert [w.path.split("/")[-1] for w in layer.weights] == [
+        "gamma",
+        "beta",
+        "moving_mean",
+        "moving_variance",
+    ]
+
+
+def test_batch_norm_trains_under_xla() -> None:
+    """model.fit with jit_compile=True (the training step compiled by XLA): the moving
+    statistics after one step are PyTorch's."""
+    name = "batch_norm_train"
+    layer = TRAIN_CASES[name][1]()
+    x = case_input(name)
+    want = torch_batch_norm_step(layer, x)
+    model = keras.Sequential([keras.Input(x.shape[1:]), layer])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse", jit_compile=True)
+    model.fit(x, np.zeros_like(x), batch_size=len(x), epochs=1, verbose=0)
+    assert model.jit_compile
+    assert_close(layer.moving_mean, want["moving_mean"])
+    assert_close(layer.moving_variance, want["moving_variance"])
 
 
 def test_permute_then_flatten_is_chw_order() -> None:

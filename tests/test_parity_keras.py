@@ -50,7 +50,11 @@ def test_all_four_backends_in_one_run() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "node"),
     [
-        ('BatchNormalization(name="bn")', 'BatchNormalization(epsilon=0.1, name="bn")', "bn"),
+        (
+            'TorchBatchNormalization(name="bn")',
+            'TorchBatchNormalization(epsilon=0.1, name="bn")',
+            "bn",
+        ),
         ('layers.Permute((3, 1, 2), name="flatten_chw")(x)', "x", "flatten"),
     ],
     ids=["bn-epsilon", "flatten-order"],
@@ -75,18 +79,36 @@ def test_train_mode_finds_the_unconverted_momentum() -> None:
     report = compare(
         "preact_resnet22",
         32,
-        planted('BatchNormalization(name="bn")', 'BatchNormalization(momentum=0.01, name="bn")'),
+        planted(
+            'TorchBatchNormalization(name="bn")',
+            'TorchBatchNormalization(momentum=0.01, name="bn")',
+        ),
         mode="train",
     )
     assert not Tolerance().check(report.outputs["state:bn.running_mean"])
 
 
-def test_train_mode_known_gap_is_only_the_running_variance() -> None:
-    """Known gap (noted on the parity issue): Keras updates moving_variance with the biased
-    batch variance, PyTorch with the unbiased one. Everything else in train mode agrees:
-    the batch-statistics forward, every running mean. When the Keras emitter gets a
-    BatchNormalization that updates like PyTorch, this test fails and must become a pass."""
-    report = compare("preact_resnet22", 32, KerasRunner(), mode="train")
+@pytest.mark.parametrize("style", ["functional", "subclass"])
+def test_train_mode_matches_torch_running_statistics(style: str) -> None:
+    """Training-mode forward (batch statistics) and the running statistics after the step:
+    TorchBatchNormalization updates moving_variance with the unbiased batch variance, as
+    PyTorch does (Keras's own BatchNormalization takes the biased one)."""
+    report = compare("preact_resnet22", 32, KerasRunner(style), mode="train")
+    assert report.passed, report.first_divergence
+    state = {k for k in report.outputs if k.startswith("state:")}
+    assert any(k.endswith(".running_mean") for k in state)
+    assert any(k.endswith(".running_var") for k in state)
+    assert all(Tolerance().check(report.outputs[k]) for k in state)
+
+
+def test_train_mode_finds_keras_own_batch_normalization() -> None:
+    """Keras's BatchNormalization in its place: only the running variances diverge."""
+    report = compare(
+        "preact_resnet22",
+        32,
+        planted("if not (training and self.trainable):", "if True:"),  # always the parent's
+        mode="train",
+    )
     failing = {k for k, e in report.outputs.items() if not Tolerance().check(e)}
-    assert failing and all(k.endswith(".running_var") for k in failing)
+    assert failing == {k for k in report.outputs if k.endswith(".running_var")}
     assert report.first_divergence is not None and report.first_divergence.node == "bn"

@@ -1,24 +1,33 @@
 """The parity matrix over the zoo: every spec, every other backend against torch in float64.
 
-Inference at an even and an odd input size, batch 3, DESIGN's fp32 tolerance, block-level
-probes (so a failure names the first divergent block). The reference is torch in float64:
-two fp32 implementations may differ by the whole tolerance on AlexNet's wide dense layers
-(see archspec_torch.parity), so each backend's fp32 result is measured against the exact one.
-Train and gradient modes run on the small specs the parity issue names.
+Inference: every zoo spec x (keras, keras_subclass, onnx) at an even and an odd input size,
+batch 3, DESIGN's fp32 tolerance, block-level probes (so a failure names the first divergent
+block). The reference is torch in float64: two fp32 implementations may differ by the whole
+tolerance on AlexNet's wide dense layers (see archspec_torch.parity), so each backend's fp32
+result is measured against the exact one. The Keras cases also check what only the Keras
+model can show (counts, weights back bitwise, `.keras` save/load; test_keras_zoo), on the
+model the harness ran. Train and gradient modes (float64) run on the small specs the parity
+issue names, for both Keras styles.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
+from archspec_keras.parity import KerasRunner
 from archspec_onnx.parity import OnnxRunner
 from archspec_torch.parity import TorchRunner
+from test_keras_zoo import assert_keras_model_facts
 
 from archspec.lower import lower
-from archspec.parity import PairReport, Tolerance, run_parity
+from archspec.parity import PairReport, Runner, RunRequest, Tolerance, run_parity
 from archspec.registry import load, zoo_names
 from archspec.weights import WeightSet
 
 HEAVY = {"resnet101", "resnet152", "densenet169", "densenet201", "alexnet", "alexnet_bn"}
+BACKENDS = ("keras", "keras_subclass", "onnx")
 
 
 def sizes(name: str) -> list[tuple[int, int]]:
@@ -37,28 +46,71 @@ def explain(report: PairReport) -> str:
     return f"{report.other} vs {report.reference}: {worst}; {where}"
 
 
+def worst(report: PairReport) -> str:
+    """The largest errors over outputs and probes (`pytest -s` shows them)."""
+    errors = [*report.outputs.values(), *report.probes.values()]
+    rel = max(e.rel_l2 for e in errors)
+    scaled = max(e.max_abs / max(1.0, e.ref_max) for e in errors)
+    return f"rel L2 {rel:.1e}, max abs (scaled) {scaled:.1e}"
+
+
+class KeptKerasRunner(KerasRunner):
+    """A Keras runner that keeps the model it ran, for the Keras-only checks."""
+
+    model: Any = None
+
+    def build(self, request: RunRequest) -> Any:
+        self.model = super().build(request)
+        return self.model
+
+
+def runner(backend: str) -> Runner:
+    if backend == "onnx":
+        return OnnxRunner()
+    style = "functional" if backend == "keras" else backend.removeprefix("keras_")
+    return KeptKerasRunner(style)
+
+
 @pytest.mark.parametrize("which", [0, 1], ids=["even", "odd"])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in zoo_names()]
 )
-def test_onnx_matches_torch(name: str, which: int) -> None:
+def test_backend_matches_torch(name: str, backend: str, which: int, tmp_path: Path) -> None:
     spec = load(name)
-    graph = lower(spec, input_size=sizes(name)[which])
-    runners = [TorchRunner(name="torch64", float64=True), OnnxRunner()]
-    (report,) = run_parity(spec, graph, runners, batch=3, seed=0)
+    size = sizes(name)[which]
+    graph = lower(spec, input_size=size)
+    weights = WeightSet.random(graph, seed=0)
+    other = runner(backend)
+    runners = [TorchRunner(name="torch64", float64=True), other]
+    (report,) = run_parity(spec, graph, runners, batch=3, seed=0, weights=weights)
+    print(f"{name} {backend} {size[0]}: {worst(report)}")
     assert report.passed, explain(report)
     assert report.probes or not graph.scopes  # block boundaries were compared
+    if isinstance(other, KeptKerasRunner):
+        assert_keras_model_facts(other.model, graph, weights, tmp_path, save=which == 0)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "densenet121_cifar", "preact_resnet22", "rcnn"])
+@pytest.mark.parametrize("backend", ["keras", "keras_subclass"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resnet18",
+        pytest.param("densenet121_cifar", marks=pytest.mark.slow),  # ~30 s a case
+        "preact_resnet22",
+        "rcnn",
+    ],
+)
 @pytest.mark.parametrize("mode", ["train", "grad"])
-def test_train_and_grad_modes_compare_state_and_gradients(name: str, mode: str) -> None:
-    """The modes' machinery on the reference backend (Keras joins when it lands): in float64
-    (the modes' default), two torch runs agree, and every BN state or gradient is compared."""
+def test_train_and_grad_modes_match_torch(name: str, mode: str, backend: str) -> None:
+    """In float64 (the modes' default): the training-mode forward and every BatchNorm's
+    running statistics after the step, or the gradients w.r.t. the input and every weight,
+    equal the float64 torch reference's, and every one of them is compared."""
     spec = load(name)
     graph = lower(spec, input_size=(32, 32))
-    runners = [TorchRunner(name="torch64", float64=True), TorchRunner()]
+    runners = [TorchRunner(name="torch64", float64=True), runner(backend)]
     (report,) = run_parity(spec, graph, runners, mode=mode, batch=3)  # type: ignore[arg-type]
+    print(f"{name} {backend} {mode}: {worst(report)}")
     assert report.passed, explain(report)
     compared = {k.split(":", 1)[1] for k in report.outputs if ":" in k}
     weights = WeightSet.random(graph)

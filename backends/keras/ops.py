@@ -212,7 +212,9 @@ def _batch_norm(op: ir.Op, a: Args, name: str) -> Layers:
         args.append(Kw("momentum", literal(round(1 - momentum, 12))))
     if a.differs("affine", True):
         args += [Kw("center", a["affine"]), Kw("scale", a["affine"])]
-    return Layers((named("layers.BatchNormalization", *args, name=name),))
+    # PyTorch's training update (unbiased running variance), else BatchNormalization itself
+    layer = named("TorchBatchNormalization", *args, name=name)
+    return Layers((layer,), needs=frozenset({"TorchBatchNormalization"}))
 
 
 @printer("relu")

@@ -73,16 +73,32 @@ class KerasRunner:
             return self._run(keras, request)
 
     def _run(self, keras: Any, request: RunRequest) -> RunResult:
-        from archspec_keras.weights import _bind, from_keras, walk_layers
+        from archspec_keras.weights import walk_layers
 
-        graph = request.graph
         model = self.build(request)
         wanted = {p.replace(".", "_"): p for p in request.probes}
         captured: dict[str, np.ndarray] = {}
         layers = walk_layers(model, include_self=False)
-        for layer in layers:
-            if layer.name in wanted:
-                layer.call = _recording(layer.call, captured, wanted[layer.name])
+        probed = [layer for layer in layers if layer.name in wanted]
+        for layer in probed:
+            layer.call = _recording(layer.call, captured, wanted[layer.name])
+        try:
+            return self._forward(keras, request, model, layers, captured)
+        finally:  # the model is the caller's again (`build` hands it out), unwrapped
+            for layer in probed:
+                del layer.call
+
+    def _forward(
+        self,
+        keras: Any,
+        request: RunRequest,
+        model: Any,
+        layers: list[Any],
+        captured: dict[str, np.ndarray],
+    ) -> RunResult:
+        from archspec_keras.weights import _bind, from_keras
+
+        graph = request.graph
         inputs = [
             np.ascontiguousarray(np.moveaxis(np.asarray(request.inputs[n]), 1, -1)).astype(
                 request.dtype

@@ -224,6 +224,46 @@ class StridedDilatedConv2D(keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="archspec")
 class GELU(keras.layers.Layer):
     """GELU with the form explicit: exact (erf) or the tanh approximation. Keras 3 has no
     GELU layer, and keras.ops.gelu defaults to the approximation."""

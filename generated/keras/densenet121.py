@@ -89,11 +89,51 @@ class PaddedMaxPooling2D(PaddedPooling2D):
         return keras.ops.max_pool(x, self.pool_size, self.strides, padding="valid")
 
 
+@keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
 def dense_layer(inputs, growth_rate, bn_size=4, *, name):
     """Pre-activation bottleneck: BN-ReLU-1x1 conv to bn_size*k, BN-ReLU-3x3 conv to k; cat([input,
     new]).
     """
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_norm1")(inputs)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_norm1")(inputs)
     x = layers.ReLU(name=f"{name}_relu1")(x)
     x = layers.Conv2D(
         bn_size * growth_rate,
@@ -102,7 +142,7 @@ def dense_layer(inputs, growth_rate, bn_size=4, *, name):
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal"),
         name=f"{name}_conv1",
     )(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_norm2")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_norm2")(x)
     x = layers.ReLU(name=f"{name}_relu2")(x)
     x = layers.Conv2D(
         growth_rate,
@@ -119,7 +159,7 @@ def dense_layer(inputs, growth_rate, bn_size=4, *, name):
 def transition(x, theta=0.5, *, name):
     """BN-ReLU-1x1 conv to floor(theta * channels), then 2x2 average pooling."""
     in_channels = x.shape[-1]
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_norm")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_norm")(x)
     x = layers.ReLU(name=f"{name}_relu")(x)
     x = layers.Conv2D(
         math.floor(theta * in_channels),
@@ -145,7 +185,7 @@ def densenet121(num_classes=1000, input_shape=(224, 224, 3)):
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal"),
         name="features_conv0",
     )(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="features_norm0")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name="features_norm0")(x)
     x = layers.ReLU(name="features_relu0")(x)
     x = PaddedMaxPooling2D(3, 2, ((1, 1), (1, 1)), name="features_pool0")(x)
     for i in range(1, 7):
@@ -159,7 +199,7 @@ def densenet121(num_classes=1000, input_shape=(224, 224, 3)):
     x = transition(x, name="features_transition3")
     for i in range(1, 17):
         x = dense_layer(x, growth_rate=32, name=f"features_denseblock4_denselayer{i}")
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="features_norm5")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name="features_norm5")(x)
     x = layers.ReLU(name="relu")(x)
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)

@@ -10,6 +10,46 @@ from keras import layers
 
 
 @keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="archspec")
 class FanInUniform(keras.initializers.RandomUniform):
     """Uniform in +-1/sqrt(fan_in): PyTorch's default bias init (and its default weight
     init, kaiming_uniform(a=sqrt(5)), where Keras's fan_in differs from PyTorch's)."""
@@ -25,7 +65,7 @@ class FanInUniform(keras.initializers.RandomUniform):
 
 def bottleneck(inputs, growth_rate, *, name):
     """BN-ReLU-1x1 conv to 4k, BN-ReLU-3x3 conv to k, then cat([new, input])."""
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn1")(inputs)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn1")(inputs)
     x = layers.ReLU(name=f"{name}_relu1")(x)
     x = layers.Conv2D(
         4 * growth_rate,
@@ -34,7 +74,7 @@ def bottleneck(inputs, growth_rate, *, name):
         kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
         name=f"{name}_conv1",
     )(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn2")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn2")(x)
     x = layers.ReLU(name=f"{name}_relu2")(x)
     x = layers.Conv2D(
         growth_rate,
@@ -51,7 +91,7 @@ def bottleneck(inputs, growth_rate, *, name):
 def transition(x, theta, *, name):
     """BN-ReLU-1x1 conv to floor(theta * m), 2x2 average pooling."""
     in_channels = x.shape[-1]
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn")(x)
     x = layers.ReLU(name=f"{name}_relu")(x)
     x = layers.Conv2D(
         math.floor(theta * in_channels),
@@ -88,7 +128,7 @@ def densenet121_cifar(num_classes=10, input_shape=(32, 32, 3)):
     x = transition(x, theta=0.5, name="trans3")
     for i in range(16):
         x = bottleneck(x, growth_rate=32, name=f"dense4_{i}")
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name="bn")(x)
     x = layers.ReLU(name="relu")(x)
     x = layers.AveragePooling2D(4, name="pool")(x)
     x = layers.Permute((3, 1, 2), name="flatten_chw")(x)

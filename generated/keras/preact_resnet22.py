@@ -7,14 +7,54 @@ import keras
 from keras import layers
 
 
+@keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
 def pre_act_conv(inputs, filters, stride=2, *, name):
     """res_conv: BN-ReLU-conv3x3(stride) -> BN-ReLU-conv3x3, plus a strided 1x1 conv shortcut of the
     raw input.
     """
-    x = layers.BatchNormalization(name=f"{name}_bn1")(inputs)
+    x = TorchBatchNormalization(name=f"{name}_bn1")(inputs)
     x = layers.ReLU(name=f"{name}_relu1")(x)
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=f"{name}_conv1")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn2")(x)
+    x = TorchBatchNormalization(name=f"{name}_bn2")(x)
     x = layers.ReLU(name=f"{name}_relu2")(x)
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv2")(x)
     shortcut = layers.Conv2D(filters, 1, strides=stride, name=f"{name}_shortcut")(inputs)
@@ -24,10 +64,10 @@ def pre_act_conv(inputs, filters, stride=2, *, name):
 
 def pre_act_identity(inputs, filters, *, name):
     """res_identity: BN-ReLU-conv3x3 twice, plus the identity."""
-    x = layers.BatchNormalization(name=f"{name}_bn1")(inputs)
+    x = TorchBatchNormalization(name=f"{name}_bn1")(inputs)
     x = layers.ReLU(name=f"{name}_relu1")(x)
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv1")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn2")(x)
+    x = TorchBatchNormalization(name=f"{name}_bn2")(x)
     x = layers.ReLU(name=f"{name}_relu2")(x)
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv2")(x)
     x = layers.Add(name=f"{name}_add")([x, inputs])
@@ -40,7 +80,7 @@ def preact_resnet22(hidden_units=128, num_classes=4, input_shape=(256, 256, 3)):
     """
     image = keras.Input(shape=input_shape, name="image")
     x = layers.Conv2D(16, 3, strides=2, padding="same", name="conv")(image)
-    x = layers.BatchNormalization(name="bn")(x)
+    x = TorchBatchNormalization(name="bn")(x)
     x = layers.ReLU(name="relu")(x)
     x = pre_act_conv(x, filters=16, name="stages_stage1_down")
     x = pre_act_identity(x, filters=16, name="stages_stage1_identity")

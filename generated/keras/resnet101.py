@@ -90,6 +90,46 @@ class PaddedMaxPooling2D(PaddedPooling2D):
 
 
 @keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="archspec")
 class FanInUniform(keras.initializers.RandomUniform):
     """Uniform in +-1/sqrt(fan_in): PyTorch's default bias init (and its default weight
     init, kaiming_uniform(a=sqrt(5)), where Keras's fan_in differs from PyTorch's)."""
@@ -113,7 +153,7 @@ def bottleneck(inputs, planes, stride=1, groups=1, base_width=64, expansion=4, *
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
         name=f"{name}_conv1",
     )(inputs)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn1")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn1")(x)
     x = layers.ReLU(name=f"{name}_relu1")(x)
     # torch-style padding: Keras's 'same' would put the extra pixel bottom/right
     x = layers.ZeroPadding2D(1, name=f"{name}_conv2_pad")(x)
@@ -126,7 +166,7 @@ def bottleneck(inputs, planes, stride=1, groups=1, base_width=64, expansion=4, *
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
         name=f"{name}_conv2",
     )(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn2")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn2")(x)
     x = layers.ReLU(name=f"{name}_relu2")(x)
     x = layers.Conv2D(
         planes * expansion,
@@ -135,7 +175,7 @@ def bottleneck(inputs, planes, stride=1, groups=1, base_width=64, expansion=4, *
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
         name=f"{name}_conv3",
     )(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn3")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{name}_bn3")(x)
     downsample = inputs
     if stride != 1 or in_channels != planes * expansion:
         downsample = layers.Conv2D(
@@ -148,7 +188,7 @@ def bottleneck(inputs, planes, stride=1, groups=1, base_width=64, expansion=4, *
             ),
             name=f"{name}_downsample_0",
         )(inputs)
-        downsample = layers.BatchNormalization(
+        downsample = TorchBatchNormalization(
             epsilon=1e-05, momentum=0.9, name=f"{name}_downsample_1"
         )(downsample)
     x = layers.Add(name=f"{name}_add")([x, downsample])
@@ -169,7 +209,7 @@ def resnet101(num_classes=1000, input_shape=(224, 224, 3)):
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
         name="conv1",
     )(x)
-    x = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
+    x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")(x)
     x = layers.ReLU(name="relu")(x)
     x = PaddedMaxPooling2D(3, 2, ((1, 1), (1, 1)), name="maxpool")(x)
     for i in range(3):

@@ -8,6 +8,46 @@ import keras
 from keras import layers
 
 
+@keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
 def bottleneck(inputs, filters, stride=1, conv_shortcut=True, *, name):
     """keras.applications block1: 1x1 (stride) -> 3x3 same -> 1x1 (4x), optional 1x1 projection
     shortcut.
@@ -21,19 +61,19 @@ def bottleneck(inputs, filters, stride=1, conv_shortcut=True, *, name):
             kernel_initializer="he_normal",
             name=f"{name}_shortcut_conv0",
         )(inputs)
-        shortcut = layers.BatchNormalization(name=f"{name}_shortcut_bn0")(shortcut)
+        shortcut = TorchBatchNormalization(name=f"{name}_shortcut_bn0")(shortcut)
     x = layers.Conv2D(
         filters, 1, strides=stride, kernel_initializer="he_normal", name=f"{name}_conv1"
     )(inputs)
-    x = layers.BatchNormalization(name=f"{name}_bn1")(x)
+    x = TorchBatchNormalization(name=f"{name}_bn1")(x)
     x = layers.ReLU(name=f"{name}_relu1")(x)
     x = layers.Conv2D(
         filters, 3, padding="same", kernel_initializer="he_normal", name=f"{name}_conv2"
     )(x)
-    x = layers.BatchNormalization(name=f"{name}_bn2")(x)
+    x = TorchBatchNormalization(name=f"{name}_bn2")(x)
     x = layers.ReLU(name=f"{name}_relu2")(x)
     x = layers.Conv2D(4 * filters, 1, kernel_initializer="he_normal", name=f"{name}_conv3")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn3")(x)
+    x = TorchBatchNormalization(name=f"{name}_bn3")(x)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     x = layers.ReLU(name=f"{name}_out")(x)
     return x
@@ -48,7 +88,7 @@ def resnet50_dropout_head(
     image = keras.Input(shape=input_shape, name="image")
     x = layers.ZeroPadding2D(3, name="conv1_pad")(image)
     x = layers.Conv2D(64, 7, strides=2, kernel_initializer="he_normal", name="conv1_conv")(x)
-    x = layers.BatchNormalization(name="conv1_bn")(x)
+    x = TorchBatchNormalization(name="conv1_bn")(x)
     x = layers.ReLU(name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)

@@ -7,6 +7,46 @@ import keras
 from keras import layers
 
 
+@keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
 @keras.saving.register_keras_serializable(package="alexnet_bn")
 class AlexnetBn(keras.Model):
     def __init__(self, dropout=0.5, num_classes=1000, **kwargs):
@@ -14,11 +54,11 @@ class AlexnetBn(keras.Model):
         self.init_args = {"dropout": dropout, "num_classes": num_classes}
         self.conv1 = layers.Conv2D(96, 3, strides=4, padding="same", name="conv1")
         self.relu1 = layers.ReLU(name="relu1")
-        self.bn1 = layers.BatchNormalization(name="bn1")
+        self.bn1 = TorchBatchNormalization(name="bn1")
         self.pool1 = layers.MaxPooling2D(3, strides=2, name="pool1")
         self.conv2 = layers.Conv2D(256, 5, padding="same", name="conv2")
         self.relu2 = layers.ReLU(name="relu2")
-        self.bn2 = layers.BatchNormalization(name="bn2")
+        self.bn2 = TorchBatchNormalization(name="bn2")
         self.pool2 = layers.MaxPooling2D(3, strides=2, name="pool2")
         self.conv3 = layers.Conv2D(384, 3, padding="same", name="conv3")
         self.relu3 = layers.ReLU(name="relu3")

@@ -10,6 +10,46 @@ from keras import layers
 
 
 @keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="archspec")
 class FanInUniform(keras.initializers.RandomUniform):
     """Uniform in +-1/sqrt(fan_in): PyTorch's default bias init (and its default weight
     init, kaiming_uniform(a=sqrt(5)), where Keras's fan_in differs from PyTorch's)."""
@@ -30,7 +70,7 @@ class Bottleneck(keras.layers.Layer):
     def __init__(self, in_channels, growth_rate, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"in_channels": in_channels, "growth_rate": growth_rate}
-        self.bn1 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn1")
+        self.bn1 = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn1")
         self.relu1 = layers.ReLU(name=f"{self.name}_relu1")
         self.conv1 = layers.Conv2D(
             4 * growth_rate,
@@ -39,7 +79,7 @@ class Bottleneck(keras.layers.Layer):
             kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
             name=f"{self.name}_conv1",
         )
-        self.bn2 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn2")
+        self.bn2 = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn2")
         self.relu2 = layers.ReLU(name=f"{self.name}_relu2")
         self.conv2 = layers.Conv2D(
             growth_rate,
@@ -72,7 +112,7 @@ class Transition(keras.layers.Layer):
     def __init__(self, in_channels, theta, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"in_channels": in_channels, "theta": theta}
-        self.bn = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn")
+        self.bn = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn")
         self.relu = layers.ReLU(name=f"{self.name}_relu")
         self.conv = layers.Conv2D(
             math.floor(theta * in_channels),
@@ -176,7 +216,7 @@ class Densenet121Cifar(keras.Model):
             Bottleneck(960, growth_rate=32, name="dense4_14"),
             Bottleneck(992, growth_rate=32, name="dense4_15"),
         ]
-        self.bn = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn")
+        self.bn = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name="bn")
         self.relu = layers.ReLU(name="relu")
         self.pool = layers.AveragePooling2D(4, name="pool")
         self.flatten_chw = layers.Permute((3, 1, 2), name="flatten_chw")

@@ -89,6 +89,46 @@ class PaddedMaxPooling2D(PaddedPooling2D):
         return keras.ops.max_pool(x, self.pool_size, self.strides, padding="valid")
 
 
+@keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
 @keras.saving.register_keras_serializable(package="densenet201")
 class DenseLayer(keras.layers.Layer):
     """Pre-activation bottleneck: BN-ReLU-1x1 conv to bn_size*k, BN-ReLU-3x3 conv to k; cat([input,
@@ -102,9 +142,7 @@ class DenseLayer(keras.layers.Layer):
             "growth_rate": growth_rate,
             "bn_size": bn_size,
         }
-        self.norm1 = layers.BatchNormalization(
-            epsilon=1e-05, momentum=0.9, name=f"{self.name}_norm1"
-        )
+        self.norm1 = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_norm1")
         self.relu1 = layers.ReLU(name=f"{self.name}_relu1")
         self.conv1 = layers.Conv2D(
             bn_size * growth_rate,
@@ -115,9 +153,7 @@ class DenseLayer(keras.layers.Layer):
             ),
             name=f"{self.name}_conv1",
         )
-        self.norm2 = layers.BatchNormalization(
-            epsilon=1e-05, momentum=0.9, name=f"{self.name}_norm2"
-        )
+        self.norm2 = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_norm2")
         self.relu2 = layers.ReLU(name=f"{self.name}_relu2")
         self.conv2 = layers.Conv2D(
             growth_rate,
@@ -152,7 +188,7 @@ class Transition(keras.layers.Layer):
     def __init__(self, in_channels, theta=0.5, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"in_channels": in_channels, "theta": theta}
-        self.norm = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_norm")
+        self.norm = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_norm")
         self.relu = layers.ReLU(name=f"{self.name}_relu")
         self.conv = layers.Conv2D(
             math.floor(theta * in_channels),
@@ -192,7 +228,7 @@ class Densenet201(keras.Model):
             ),
             name="features_conv0",
         )
-        self.features_norm0 = layers.BatchNormalization(
+        self.features_norm0 = TorchBatchNormalization(
             epsilon=1e-05, momentum=0.9, name="features_norm0"
         )
         self.features_relu0 = layers.ReLU(name="features_relu0")
@@ -306,7 +342,7 @@ class Densenet201(keras.Model):
             DenseLayer(1856, growth_rate=32, name="features_denseblock4_denselayer31"),
             DenseLayer(1888, growth_rate=32, name="features_denseblock4_denselayer32"),
         ]
-        self.features_norm5 = layers.BatchNormalization(
+        self.features_norm5 = TorchBatchNormalization(
             epsilon=1e-05, momentum=0.9, name="features_norm5"
         )
         self.relu = layers.ReLU(name="relu")

@@ -7,6 +7,46 @@ import keras
 from keras import layers
 
 
+@keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
 @keras.saving.register_keras_serializable(package="preact_resnet22")
 class PreActConv(keras.layers.Layer):
     """res_conv: BN-ReLU-conv3x3(stride) -> BN-ReLU-conv3x3, plus a strided 1x1 conv shortcut of the
@@ -16,12 +56,12 @@ class PreActConv(keras.layers.Layer):
     def __init__(self, in_channels, filters, stride=2, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"in_channels": in_channels, "filters": filters, "stride": stride}
-        self.bn1 = layers.BatchNormalization(name=f"{self.name}_bn1")
+        self.bn1 = TorchBatchNormalization(name=f"{self.name}_bn1")
         self.relu1 = layers.ReLU(name=f"{self.name}_relu1")
         self.conv1 = layers.Conv2D(
             filters, 3, strides=stride, padding="same", name=f"{self.name}_conv1"
         )
-        self.bn2 = layers.BatchNormalization(name=f"{self.name}_bn2")
+        self.bn2 = TorchBatchNormalization(name=f"{self.name}_bn2")
         self.relu2 = layers.ReLU(name=f"{self.name}_relu2")
         self.conv2 = layers.Conv2D(filters, 3, padding="same", name=f"{self.name}_conv2")
         self.shortcut = layers.Conv2D(filters, 1, strides=stride, name=f"{self.name}_shortcut")
@@ -49,10 +89,10 @@ class PreActIdentity(keras.layers.Layer):
     def __init__(self, in_channels, filters, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"in_channels": in_channels, "filters": filters}
-        self.bn1 = layers.BatchNormalization(name=f"{self.name}_bn1")
+        self.bn1 = TorchBatchNormalization(name=f"{self.name}_bn1")
         self.relu1 = layers.ReLU(name=f"{self.name}_relu1")
         self.conv1 = layers.Conv2D(filters, 3, padding="same", name=f"{self.name}_conv1")
-        self.bn2 = layers.BatchNormalization(name=f"{self.name}_bn2")
+        self.bn2 = TorchBatchNormalization(name=f"{self.name}_bn2")
         self.relu2 = layers.ReLU(name=f"{self.name}_relu2")
         self.conv2 = layers.Conv2D(filters, 3, padding="same", name=f"{self.name}_conv2")
         self.add = layers.Add(name=f"{self.name}_add")
@@ -77,7 +117,7 @@ class PreactResnet22(keras.Model):
         super().__init__(**kwargs)
         self.init_args = {"hidden_units": hidden_units, "num_classes": num_classes}
         self.conv = layers.Conv2D(16, 3, strides=2, padding="same", name="conv")
-        self.bn = layers.BatchNormalization(name="bn")
+        self.bn = TorchBatchNormalization(name="bn")
         self.relu = layers.ReLU(name="relu")
         self.stages_stage1_down = PreActConv(16, filters=16, name="stages_stage1_down")
         self.stages_stage1_identity = PreActIdentity(16, filters=16, name="stages_stage1_identity")

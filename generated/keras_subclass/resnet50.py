@@ -90,6 +90,46 @@ class PaddedMaxPooling2D(PaddedPooling2D):
 
 
 @keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="archspec")
 class FanInUniform(keras.initializers.RandomUniform):
     """Uniform in +-1/sqrt(fan_in): PyTorch's default bias init (and its default weight
     init, kaiming_uniform(a=sqrt(5)), where Keras's fan_in differs from PyTorch's)."""
@@ -128,7 +168,7 @@ class Bottleneck(keras.layers.Layer):
             ),
             name=f"{self.name}_conv1",
         )
-        self.bn1 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn1")
+        self.bn1 = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn1")
         self.relu1 = layers.ReLU(name=f"{self.name}_relu1")
         self.conv2_pad = layers.ZeroPadding2D(1, name=f"{self.name}_conv2_pad")
         self.conv2 = layers.Conv2D(
@@ -142,7 +182,7 @@ class Bottleneck(keras.layers.Layer):
             ),
             name=f"{self.name}_conv2",
         )
-        self.bn2 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn2")
+        self.bn2 = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn2")
         self.relu2 = layers.ReLU(name=f"{self.name}_relu2")
         self.conv3 = layers.Conv2D(
             planes * expansion,
@@ -153,7 +193,7 @@ class Bottleneck(keras.layers.Layer):
             ),
             name=f"{self.name}_conv3",
         )
-        self.bn3 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn3")
+        self.bn3 = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name=f"{self.name}_bn3")
         self.downsample = None
         if stride != 1 or in_channels != planes * expansion:
             self.downsample = keras.Sequential(
@@ -168,7 +208,7 @@ class Bottleneck(keras.layers.Layer):
                         ),
                         name=f"{self.name}_downsample_0",
                     ),
-                    layers.BatchNormalization(
+                    TorchBatchNormalization(
                         epsilon=1e-05, momentum=0.9, name=f"{self.name}_downsample_1"
                     ),
                 ],
@@ -215,7 +255,7 @@ class Resnet50(keras.Model):
             ),
             name="conv1",
         )
-        self.bn1 = layers.BatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")
+        self.bn1 = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name="bn1")
         self.relu = layers.ReLU(name="relu")
         self.maxpool = PaddedMaxPooling2D(3, 2, ((1, 1), (1, 1)), name="maxpool")
         self.layer1 = [

@@ -5,6 +5,46 @@ import keras
 from keras import layers
 
 
+@keras.saving.register_keras_serializable(package="archspec")
+class TorchBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training step updates the moving variance as PyTorch does.
+
+    PyTorch's running_var takes the unbiased batch variance (x n / (n - 1), n values per
+    channel), Keras's the biased one. Both normalize with the biased variance, and so does
+    this layer; inference, weights and config are exactly BatchNormalization's."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.renorm:
+            raise ValueError("TorchBatchNormalization does not support renorm")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        x = keras.ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, mask)
+        if mask is None:
+            count = keras.ops.cast(keras.ops.size(x) // x.shape[self.axis], x.dtype)
+        else:
+            count = keras.ops.sum(keras.ops.cast(mask, x.dtype))
+        unbiased = variance * (count / keras.ops.maximum(count - 1, 1))  # n = 1: PyTorch raises
+        keep = self.momentum
+        moving_mean = keras.ops.cast(self.moving_mean, x.dtype)
+        moving_variance = keras.ops.cast(self.moving_variance, x.dtype)
+        self.moving_mean.assign(moving_mean * keep + mean * (1.0 - keep))
+        self.moving_variance.assign(moving_variance * keep + unbiased * (1.0 - keep))
+        outputs = keras.ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=self.axis,
+            offset=keras.ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=keras.ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
 @keras.saving.register_keras_serializable(package="resnet50_v1")
 class Bottleneck(keras.layers.Layer):
     """keras.applications block1: 1x1 (stride) -> 3x3 same -> 1x1 (4x), optional 1x1 projection
@@ -26,18 +66,18 @@ class Bottleneck(keras.layers.Layer):
                     layers.Conv2D(
                         4 * filters, 1, strides=stride, name=f"{self.name}_shortcut_conv0"
                     ),
-                    layers.BatchNormalization(epsilon=1.001e-05, name=f"{self.name}_shortcut_bn0"),
+                    TorchBatchNormalization(epsilon=1.001e-05, name=f"{self.name}_shortcut_bn0"),
                 ],
                 name=f"{self.name}_shortcut",
             )
         self.conv1 = layers.Conv2D(filters, 1, strides=stride, name=f"{self.name}_conv1")
-        self.bn1 = layers.BatchNormalization(epsilon=1.001e-05, name=f"{self.name}_bn1")
+        self.bn1 = TorchBatchNormalization(epsilon=1.001e-05, name=f"{self.name}_bn1")
         self.relu1 = layers.ReLU(name=f"{self.name}_relu1")
         self.conv2 = layers.Conv2D(filters, 3, padding="same", name=f"{self.name}_conv2")
-        self.bn2 = layers.BatchNormalization(epsilon=1.001e-05, name=f"{self.name}_bn2")
+        self.bn2 = TorchBatchNormalization(epsilon=1.001e-05, name=f"{self.name}_bn2")
         self.relu2 = layers.ReLU(name=f"{self.name}_relu2")
         self.conv3 = layers.Conv2D(4 * filters, 1, name=f"{self.name}_conv3")
-        self.bn3 = layers.BatchNormalization(epsilon=1.001e-05, name=f"{self.name}_bn3")
+        self.bn3 = TorchBatchNormalization(epsilon=1.001e-05, name=f"{self.name}_bn3")
         self.add = layers.Add(name=f"{self.name}_add")
         self.out = layers.ReLU(name=f"{self.name}_out")
 
@@ -68,7 +108,7 @@ class Resnet50V1(keras.Model):
         self.init_args = {"num_classes": num_classes}
         self.conv1_pad = layers.ZeroPadding2D(3, name="conv1_pad")
         self.conv1_conv = layers.Conv2D(64, 7, strides=2, name="conv1_conv")
-        self.conv1_bn = layers.BatchNormalization(epsilon=1.001e-05, name="conv1_bn")
+        self.conv1_bn = TorchBatchNormalization(epsilon=1.001e-05, name="conv1_bn")
         self.conv1_relu = layers.ReLU(name="conv1_relu")
         self.pool1_pad = layers.ZeroPadding2D(1, name="pool1_pad")
         self.pool1_pool = layers.MaxPooling2D(3, strides=2, name="pool1_pool")

@@ -32,6 +32,11 @@ OP_DOCS: dict[str, str] = {
     "add": "elementwise sum of 2 or more inputs of equal shape (no broadcasting)",
     "concat": "concatenation of 2 or more inputs along channels",
     "pad": "constant padding of H and W (Keras ZeroPadding2D when value is 0)",
+    "relu6": "min(max(x, 0), 6): a clip to [0, 6] (MobileNet's activation)",
+    "clip": "min(max(x, min), max) (hardtanh with min -1, max 1)",
+    "hardswish": "x * relu6(x + 3) / 6 (PyTorch's Hardswish)",
+    "hardsigmoid": "relu6(x + 3) / 6 (PyTorch's; not old Keras's 0.2 * x + 0.5)",
+    "silu": "x * sigmoid(x) (swish)",
 }
 
 
@@ -56,19 +61,9 @@ def _missing(note: str) -> Alias:
 
 # Keys are normalized by `_key` (lower case, no '_', '-' or spaces).
 _ALIASES: dict[str, Alias] = {
-    "relu6": _missing(
-        "ReLU6 is min(max(x, 0), 6), a clip with min 0 and max 6; 'relu' does not clip"
-    ),
-    "hardswish": _missing("hardswish is x * relu6(x + 3) / 6"),
-    "hardsigmoid": _missing(
-        "hard sigmoid is relu6(x + 3) / 6 in PyTorch (0.2 * x + 0.5, clipped, in old Keras); "
-        "'sigmoid' is another function"
-    ),
-    "hardtanh": _missing("hardtanh clips to [-1, 1] (a clip); 'tanh' is another function"),
-    "clip": _missing("a clip (clamp) to [min, max]"),
-    "clamp": _missing("a clip (clamp) to [min, max]"),
-    "silu": _missing("SiLU is x * sigmoid(x)"),
-    "swish": _missing("swish is x * sigmoid(x) (SiLU)"),
+    "hardtanh": _same("clip", "with min: -1, max: 1 (hardtanh's defaults)"),
+    "clamp": _same("clip"),
+    "swish": _same("silu"),
     "mish": _missing("mish is x * tanh(softplus(x))"),
     "elu": _missing("ELU is x if x > 0 else alpha * (exp(x) - 1); 'relu' is another function"),
     "selu": _missing("SELU is a scaled ELU; 'relu' is another function"),

@@ -198,6 +198,35 @@ class Pad2d(IRModel):
     value: float = 0.0
 
 
+# ---------------------------------------------------------------------------- spec language v2
+
+
+class Clip(IRModel):
+    """min(max(x, min_val), max_val): ReLU6 is Clip(0, 6), hardtanh Clip(-1, 1)."""
+
+    kind: Literal["clip"] = "clip"
+    min_val: float
+    max_val: float
+
+
+class Hardswish(IRModel):
+    """x * relu6(x + 3) / 6 (PyTorch's Hardswish)."""
+
+    kind: Literal["hardswish"] = "hardswish"
+
+
+class Hardsigmoid(IRModel):
+    """relu6(x + 3) / 6 (PyTorch's; not Keras 2's clip(0.2 * x + 0.5, 0, 1))."""
+
+    kind: Literal["hardsigmoid"] = "hardsigmoid"
+
+
+class SiLU(IRModel):
+    """x * sigmoid(x) (swish)."""
+
+    kind: Literal["silu"] = "silu"
+
+
 Op = Annotated[
     Input
     | Conv2d
@@ -218,7 +247,11 @@ Op = Annotated[
     | Dropout
     | Add
     | Concat
-    | Pad2d,
+    | Pad2d
+    | Clip
+    | Hardswish
+    | Hardsigmoid
+    | SiLU,
     Field(discriminator="kind"),
 ]
 OP_KINDS: tuple[str, ...] = tuple(

@@ -385,3 +385,19 @@ def _add(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
 @rule("concat", arity=(2, None))
 def _concat(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
     return ir.Concat(), (sum(s[0] for s in shapes), *shapes[0][1:])
+
+
+# ---------------------------------------------------------------------------- spec language v2
+
+_simple("relu6", lambda f: ir.Clip(min_val=0.0, max_val=6.0))
+_simple("hardswish", lambda f: ir.Hardswish())
+_simple("hardsigmoid", lambda f: ir.Hardsigmoid())
+_simple("silu", lambda f: ir.SiLU())
+
+
+@rule("clip")
+def _clip(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    low, high = number(f["min"], "min"), number(f["max"], "max")
+    if high <= low:
+        raise OpError("max", f"max must be greater than min ({low}), got {high}")
+    return ir.Clip(min_val=low, max_val=high), shapes[0]

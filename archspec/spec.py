@@ -292,6 +292,34 @@ class PadOp(OpItemBase):
     value: FloatLike | None = None
 
 
+class Relu6Op(OpItemBase):
+    ir_kind: ClassVar[str] = "clip"
+    op: Literal["relu6"]
+
+
+class ClipOp(OpItemBase):
+    ir_kind: ClassVar[str] = "clip"
+    ir_fields: ClassVar[Mapping[str, str]] = {"min_val": "min", "max_val": "max"}
+    op: Literal["clip"]
+    min: FloatLike = Field(description="lower bound (hardtanh: -1)")
+    max: FloatLike = Field(description="upper bound, > min (hardtanh: 1)")
+
+
+class HardswishOp(OpItemBase):
+    ir_kind: ClassVar[str] = "hardswish"
+    op: Literal["hardswish"]
+
+
+class HardsigmoidOp(OpItemBase):
+    ir_kind: ClassVar[str] = "hardsigmoid"
+    op: Literal["hardsigmoid"]
+
+
+class SiluOp(OpItemBase):
+    ir_kind: ClassVar[str] = "silu"
+    op: Literal["silu"]
+
+
 OpItem = Annotated[
     ConvOp
     | LinearOp
@@ -311,7 +339,12 @@ OpItem = Annotated[
     | DropoutOp
     | AddOp
     | ConcatOp
-    | PadOp,
+    | PadOp
+    | Relu6Op
+    | ClipOp
+    | HardswishOp
+    | HardsigmoidOp
+    | SiluOp,
     Field(discriminator="op"),
 ]
 OP_MODELS: dict[str, type[OpItemBase]] = {

@@ -347,4 +347,32 @@ def _pad2d(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((layer,), needs=frozenset({"ConstantPadding2D"}))
 
 
+# ---------------------------------------------------------------------------- spec language v2
+
+
+@printer("clip")
+def _clip(op: ir.Op, a: Args, name: str) -> Layers:
+    if a.const("min_val") == 0.0:  # relu6 and other clips at 0: ReLU's own max_value
+        return Layers((named("layers.ReLU", Kw("max_value", a["max_val"]), name=name),))
+    layer = named("Clip", a["min_val"], a["max_val"], name=name)
+    return Layers((layer,), needs=frozenset({"Clip"}))
+
+
+# Keras 3's hard_sigmoid is PyTorch's relu6(x + 3) / 6 (Keras 2's was 0.2 * x + 0.5), and
+# hard_swish is x * hard_sigmoid(x): the contract's functions, by name.
+@printer("hardswish")
+def _hardswish(op: ir.Op, a: Args, name: str) -> Layers:
+    return Layers((named("layers.Activation", '"hard_swish"', name=name),))
+
+
+@printer("hardsigmoid")
+def _hardsigmoid(op: ir.Op, a: Args, name: str) -> Layers:
+    return Layers((named("layers.Activation", '"hard_sigmoid"', name=name),))
+
+
+@printer("silu")
+def _silu(op: ir.Op, a: Args, name: str) -> Layers:
+    return Layers((named("layers.Activation", '"silu"', name=name),))
+
+
 __all__ = ["PRINTERS", "Layers", "pair_src"]

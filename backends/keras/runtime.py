@@ -251,3 +251,20 @@ class FanInUniform(keras.initializers.RandomUniform):
 
     def get_config(self):
         return {"fan_in": self.fan_in, "seed": super().get_config()["seed"]}
+
+
+@keras.saving.register_keras_serializable(package="archspec")
+class Clip(keras.layers.Layer):
+    """min(max(x, min_value), max_value) for a lower bound other than 0 (ReLU's max_value
+    covers clips at 0, relu6 among them)."""
+
+    def __init__(self, min_value, max_value, **kwargs):
+        super().__init__(**kwargs)
+        self.min_value = min_value
+        self.max_value = max_value
+
+    def call(self, x):
+        return keras.ops.clip(x, self.min_value, self.max_value)
+
+    def get_config(self):
+        return {**super().get_config(), "min_value": self.min_value, "max_value": self.max_value}

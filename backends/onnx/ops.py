@@ -288,3 +288,28 @@ def _pad(
 @printer("pad2d")
 def _pad2d(ctx: OpContext, op: ir.Pad2d) -> str:
     return _pad(ctx, ctx.inputs[0], op.padding, op.value, output=ctx.output)
+
+
+# ---------------------------------------------------------------------------- spec language v2
+
+
+@printer("clip")
+def _clip(ctx: OpContext, op: ir.Clip) -> str:
+    low = ctx.b.constant("min", np.array(op.min_val, np.float32))
+    high = ctx.b.constant("max", np.array(op.max_val, np.float32))
+    return ctx.b.node("Clip", [ctx.inputs[0], low, high], ctx.output)
+
+
+_unary("hardswish", "HardSwish")  # opset 14: x * max(0, min(1, x / 6 + 1 / 2))
+
+
+@printer("hardsigmoid")
+def _hardsigmoid(ctx: OpContext, op: ir.Hardsigmoid) -> str:
+    # ONNX's defaults (alpha 0.2, beta 0.5) are old Keras's; PyTorch's is x / 6 + 1 / 2
+    return ctx.b.node("HardSigmoid", ctx.inputs, ctx.output, alpha=1.0 / 6.0, beta=0.5)
+
+
+@printer("silu")
+def _silu(ctx: OpContext, op: ir.SiLU) -> str:
+    gate = ctx.b.node("Sigmoid", ctx.inputs, suffix="sigmoid")  # opset 21 has no Swish
+    return ctx.b.node("Mul", [ctx.inputs[0], gate], ctx.output)

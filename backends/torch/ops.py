@@ -229,6 +229,36 @@ def _pad2d(op: ir.Op, a: Args) -> Printed:
     )
 
 
+# ---------------------------------------------------------------------------- spec language v2
+
+
+@printer("clip")
+def _clip(op: ir.Op, a: Args) -> Printed:
+    if a.const("min_val") == 0.0 and a.const("max_val") == 6.0:
+        return replace(_activation("nn.ReLU6", "F.relu6"), inplace=_inplace("F.relu6"))
+    bounds = (a["min_val"], a["max_val"])
+    return replace(
+        _activation("nn.Hardtanh", "F.hardtanh", bounds), inplace=_inplace("F.hardtanh", bounds)
+    )
+
+
+@printer("hardswish")
+def _hardswish(op: ir.Op, a: Args) -> Printed:
+    return replace(_activation("nn.Hardswish", "F.hardswish"), inplace=_inplace("F.hardswish"))
+
+
+@printer("hardsigmoid")
+def _hardsigmoid(op: ir.Op, a: Args) -> Printed:
+    return replace(
+        _activation("nn.Hardsigmoid", "F.hardsigmoid"), inplace=_inplace("F.hardsigmoid")
+    )
+
+
+@printer("silu")
+def _silu(op: ir.Op, a: Args) -> Printed:
+    return replace(_activation("nn.SiLU", "F.silu"), inplace=_inplace("F.silu"))
+
+
 # ---------------------------------------------------------------------------- initializers
 
 

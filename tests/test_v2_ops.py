@@ -1,0 +1,156 @@
+"""Spec language v2 ops, end to end: each op's IR, counts and generated source, and its
+numbers in every backend (torch, Keras functional and subclass, onnxruntime) against the
+generated torch model in float64, with one seeded WeightSet and docs/design.md's fp32
+tolerance. Inputs put values on the activations' knees (-3, 0, 3, 6) and at scale 20.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from onnx_support import assert_close
+
+from archspec.analysis import totals
+from archspec.backend import get as get_backend
+from archspec.errors import SpecError
+from archspec.lower import lower
+from archspec.parity import RunRequest, get_runner
+from archspec.registry import load
+from archspec.weights import WeightSet
+
+BACKENDS = ("torch", "keras", "keras_subclass", "onnx")
+
+
+def write(folder: Path, data: dict[str, Any], name: str = "net") -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def knees(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A batch of 2 whose values include the clip knees, points just beside them, and a
+    scale-20 normal sample."""
+    rng = np.random.default_rng(seed)
+    size = int(np.prod(shape))
+    points = np.array([-3, 0, 3, 6, -6, 1.5, -1.5], np.float64)
+    fixed = np.concatenate([points, points + 1e-3, points - 1e-3])
+    first = np.resize(fixed, size)
+    second = rng.normal(0.0, 20.0, size)
+    return np.stack([first, second]).reshape(2, *shape).astype(np.float32)
+
+
+def outputs(
+    path: Path, x: np.ndarray | None = None, mode: str = "inference", seed: int = 0
+) -> dict[str, np.ndarray]:
+    """The first output of every backend and of the float64 torch reference."""
+    spec = load(path)
+    graph = lower(spec)
+    if x is None:
+        x = knees(graph.node(graph.inputs[0]).shape, seed)
+    request = RunRequest(
+        spec=spec,
+        graph=graph,
+        weights=WeightSet.random(graph, seed),
+        inputs={graph.inputs[0]: x},
+        probes=(),
+        mode=mode,  # type: ignore[arg-type]
+        dtype="float32",
+    )
+    out = graph.outputs[0]
+    results = {"torch64": get_runner("torch64").run(request).outputs[out]}
+    for name in BACKENDS:
+        if mode == "inference" or "train" in get_runner(name).modes:
+            results[name] = get_runner(name).run(request).outputs[out]
+    return results
+
+
+def assert_backends_agree(path: Path, x: np.ndarray | None = None, mode: str = "inference") -> None:
+    results = outputs(path, x, mode)
+    reference = results.pop("torch64")
+    for name, value in results.items():
+        assert_close(value, reference, f"{name} vs torch float64 ({mode})")
+
+
+def source(path: Path, backend: str, **options: Any) -> str:
+    spec = load(path)
+    return get_backend(backend).emit(spec, lower(spec), options).content.decode()
+
+
+# ---------------------------------------------------------------------------- activations
+
+ACTIVATIONS: dict[str, tuple[dict[str, Any], str, str]] = {
+    # op item, torch module or call printed, Keras layer printed
+    "relu6": ({"op": "relu6"}, "F.relu6(", "layers.ReLU(max_value=6.0"),
+    "clip": ({"op": "clip", "min": -1.5, "max": 2.0}, "F.hardtanh(", "Clip(-1.5, 2.0"),
+    "clip_at_0": ({"op": "clip", "min": 0, "max": 3}, "F.hardtanh(", "layers.ReLU(max_value=3.0"),
+    "hardswish": ({"op": "hardswish"}, "F.hardswish(", 'layers.Activation("hard_swish"'),
+    "hardsigmoid": ({"op": "hardsigmoid"}, "F.hardsigmoid(", 'layers.Activation("hard_sigmoid"'),
+    "silu": ({"op": "silu"}, "F.silu(", 'layers.Activation("silu"'),
+}
+
+
+def activation_net(item: dict[str, Any]) -> dict[str, Any]:
+    """The activation on the input itself (so the knees reach it), then after a conv and
+    a BatchNorm (so it also runs on a fresh tensor, in place in torch) and as a named
+    module inside a sequential scope."""
+    return {
+        "inputs": {"image": [4, 5, 5]},
+        "body": [
+            {"first": item},
+            {"conv": {"op": "conv", "out": 6, "kernel": 3, "padding": 1, "bias": False}},
+            {"bn": {"op": "batch_norm"}},
+            {"second": item},
+            {"seq": {"body": [{"op": "conv", "out": 6, "kernel": 1}, item]}},
+        ],
+    }
+
+
+@pytest.mark.parametrize("case", sorted(ACTIVATIONS))
+def test_activation_matches_in_every_backend(case: str, tmp_path: Path) -> None:
+    item, torch_src, keras_src = ACTIVATIONS[case]
+    path = write(tmp_path, activation_net(item))
+    assert torch_src in source(path, "torch")
+    assert keras_src in source(path, "keras")
+    assert_backends_agree(path)
+
+
+def test_activation_knees_are_the_contract(tmp_path: Path) -> None:
+    """The float64 reference itself computes the written-down formulas (not a library's
+    idea of them): relu6 clip(x, 0, 6), hardswish x * relu6(x + 3) / 6, hardsigmoid
+    relu6(x + 3) / 6, silu x * sigmoid(x), clip(x, min, max)."""
+    relu6 = lambda v: np.clip(v, 0.0, 6.0)  # noqa: E731
+    formulas = {
+        "relu6": relu6,
+        "clip": lambda v: np.clip(v, -1.5, 2.0),
+        "hardswish": lambda v: v * relu6(v + 3) / 6,
+        "hardsigmoid": lambda v: relu6(v + 3) / 6,
+        "silu": lambda v: v / (1 + np.exp(-v)),
+    }
+    for case, formula in formulas.items():
+        path = write(
+            tmp_path, {"inputs": {"image": [3, 4, 4]}, "body": [{"act": ACTIVATIONS[case][0]}]}
+        )
+        x = knees((3, 4, 4))
+        results = outputs(path, x)
+        want = formula(x.astype(np.float64))
+        for name, value in results.items():
+            assert_close(value, want, f"{case}: {name} vs the formula")
+
+
+def test_clip_needs_max_above_min(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, {"inputs": {"image": [3, 4, 4]}, "body": [{"op": "clip", "min": 2, "max": 1}]}
+    )
+    with pytest.raises(SpecError, match=r"body\[0\]\.max: max must be greater than min"):
+        lower(load(path))
+
+
+def test_activations_have_no_parameters(tmp_path: Path) -> None:
+    path = write(tmp_path, activation_net({"op": "hardswish"}))
+    graph = lower(load(path))
+    # conv 4*6*9, bn 2*6, 1x1 conv 6*6+6
+    assert totals(graph).trainable == 4 * 6 * 9 + 2 * 6 + 6 * 6 + 6

@@ -37,6 +37,7 @@ OP_DOCS: dict[str, str] = {
     "hardswish": "x * relu6(x + 3) / 6 (PyTorch's Hardswish)",
     "hardsigmoid": "relu6(x + 3) / 6 (PyTorch's; not old Keras's 0.2 * x + 0.5)",
     "silu": "x * sigmoid(x) (swish)",
+    "mul": "elementwise product of 2 inputs; H and W broadcast ((C, 1, 1) gates (C, H, W))",
 }
 
 
@@ -82,8 +83,7 @@ _ALIASES: dict[str, Alias] = {
     "upsampling2d": _missing("upsampling (nearest or bilinear resize)"),
     "interpolate": _missing("resizing (nearest or bilinear)"),
     "resize": _missing("resizing (nearest or bilinear)"),
-    "mul": _missing("elementwise multiplication (squeeze-and-excitation's gate)"),
-    "multiply": _missing("elementwise multiplication (squeeze-and-excitation's gate)"),
+    "multiply": _same("mul"),
     "reshape": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "view": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "spatialdropout": _missing("channel dropout: 'dropout' drops single elements"),

@@ -227,6 +227,13 @@ class SiLU(IRModel):
     kind: Literal["silu"] = "silu"
 
 
+class Mul(IRModel):
+    """Elementwise product of two inputs of equal rank and channels; H and W broadcast
+    numpy-style (a (C, 1, 1) gate scales a (C, H, W) map: squeeze-and-excitation)."""
+
+    kind: Literal["mul"] = "mul"
+
+
 Op = Annotated[
     Input
     | Conv2d
@@ -251,7 +258,8 @@ Op = Annotated[
     | Clip
     | Hardswish
     | Hardsigmoid
-    | SiLU,
+    | SiLU
+    | Mul,
     Field(discriminator="kind"),
 ]
 OP_KINDS: tuple[str, ...] = tuple(

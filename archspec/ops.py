@@ -401,3 +401,20 @@ def _clip(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
     if high <= low:
         raise OpError("max", f"max must be greater than min ({low}), got {high}")
     return ir.Clip(min_val=low, max_val=high), shapes[0]
+
+
+def broadcast(a: Shape, b: Shape) -> Shape | None:
+    """The shape of `a * b`: equal rank and channels, H and W equal or 1 (numpy's rule
+    over the spatial axes); None when they do not broadcast."""
+    if len(a) != len(b) or a[0] != b[0]:
+        return None
+    if any(x != y and 1 not in (x, y) for x, y in zip(a[1:], b[1:], strict=True)):
+        return None
+    return (a[0], *(max(x, y) for x, y in zip(a[1:], b[1:], strict=True)))
+
+
+@rule("mul", arity=(2, 2))
+def _mul(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    shape = broadcast(shapes[0], shapes[1])
+    assert shape is not None  # the lowering checks the operands first, naming them
+    return ir.Mul(), shape

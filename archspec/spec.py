@@ -320,6 +320,11 @@ class SiluOp(OpItemBase):
     op: Literal["silu"]
 
 
+class MulOp(OpItemBase):
+    ir_kind: ClassVar[str] = "mul"
+    op: Literal["mul"]
+
+
 OpItem = Annotated[
     ConvOp
     | LinearOp
@@ -344,7 +349,8 @@ OpItem = Annotated[
     | ClipOp
     | HardswishOp
     | HardsigmoidOp
-    | SiluOp,
+    | SiluOp
+    | MulOp,
     Field(discriminator="op"),
 ]
 OP_MODELS: dict[str, type[OpItemBase]] = {

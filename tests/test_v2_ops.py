@@ -154,3 +154,70 @@ def test_activations_have_no_parameters(tmp_path: Path) -> None:
     graph = lower(load(path))
     # conv 4*6*9, bn 2*6, 1x1 conv 6*6+6
     assert totals(graph).trainable == 4 * 6 * 9 + 2 * 6 + 6 * 6 + 6
+
+
+# ---------------------------------------------------------------------------- mul
+
+
+def se_net(gate: dict[str, Any]) -> dict[str, Any]:
+    """Squeeze-and-excitation as torchvision's SqueezeExcitation: pool, 1x1 convs, gate,
+    then the (C, 1, 1) scale times the (C, H, W) input, plus a same-shape product."""
+    return {
+        "inputs": {"image": [6, 5, 7]},
+        "blocks": {
+            "SE": {
+                "params": {"squeeze": "int"},
+                "body": [
+                    {"avgpool": {"op": "global_avg_pool", "keepdims": True}},
+                    {"fc1": {"op": "conv", "out": "$squeeze", "kernel": 1}},
+                    {"activation": {"op": "relu"}},
+                    {"fc2": {"op": "conv", "out": "${in_channels}", "kernel": 1}},
+                    {"scale_activation": gate},
+                    {"scale": {"op": "mul", "inputs": ["scale_activation", "input"]}},
+                ],
+            }
+        },
+        "body": [
+            {"stem": {"op": "conv", "out": 6, "kernel": 3, "padding": 1}},
+            {"se": {"block": "SE", "args": {"squeeze": 2}}},
+            {"square": {"op": "mul", "inputs": ["se", "stem"]}},
+        ],
+    }
+
+
+@pytest.mark.parametrize("gate", [{"op": "sigmoid"}, {"op": "hardsigmoid"}])
+def test_mul_broadcasts_a_gate_in_every_backend(gate: dict[str, Any], tmp_path: Path) -> None:
+    path = write(tmp_path, se_net(gate))
+    graph = lower(load(path))
+    assert graph.node("se.scale").shape == (6, 5, 7)
+    assert graph.node("se.scale_activation").shape == (6, 1, 1)
+    assert "out = out * x" in source(path, "torch")
+    assert "layers.Multiply(" in source(path, "keras")
+    assert_backends_agree(path)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [((6, 5, 7), (4, 1, 1)), ((6, 5, 7), (6, 2, 1)), ((6, 5, 7), (6,)), ((6, 5, 7), (6, 5, 3))],
+)
+def test_mul_of_shapes_that_do_not_broadcast_is_a_located_error(
+    a: tuple[int, ...], b: tuple[int, ...], tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path,
+        {
+            "inputs": {"u": list(a), "v": list(b)},
+            "body": [{"m": {"op": "mul", "inputs": ["u", "v"]}}],
+        },
+    )
+    shapes = f"'u' is ({', '.join(map(str, a))}) but 'v' is ({', '.join(map(str, b))})"
+    with pytest.raises(SpecError, match=r"net\.yaml:\d+:\d+: body\[0\]\.m: mul of shapes") as err:
+        lower(load(path))
+    assert shapes in str(err.value)
+
+
+def test_mul_takes_exactly_two_inputs(tmp_path: Path) -> None:
+    body = [{"m": {"op": "mul", "inputs": ["u", "u", "u"]}}]
+    path = write(tmp_path, {"inputs": {"u": [2, 3, 3]}, "body": body})
+    with pytest.raises(SpecError, match="mul takes 2 input"):
+        lower(load(path))

@@ -370,6 +370,11 @@ def _hardsigmoid(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("layers.Activation", '"hard_sigmoid"', name=name),))
 
 
+@printer("mul")
+def _mul(op: ir.Op, a: Args, name: str) -> Layers:
+    return Layers(merge=named("layers.Multiply", name=name))  # broadcasts H and W of 1
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("layers.Activation", '"silu"', name=name),))

@@ -313,3 +313,8 @@ def _hardsigmoid(ctx: OpContext, op: ir.Hardsigmoid) -> str:
 def _silu(ctx: OpContext, op: ir.SiLU) -> str:
     gate = ctx.b.node("Sigmoid", ctx.inputs, suffix="sigmoid")  # opset 21 has no Swish
     return ctx.b.node("Mul", [ctx.inputs[0], gate], ctx.output)
+
+
+@printer("mul")
+def _mul(ctx: OpContext, op: ir.Mul) -> str:
+    return ctx.b.node("Mul", ctx.inputs, ctx.output)  # numpy broadcasting, as the IR's

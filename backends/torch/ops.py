@@ -254,6 +254,11 @@ def _hardsigmoid(op: ir.Op, a: Args) -> Printed:
     )
 
 
+@printer("mul")
+def _mul(op: ir.Op, a: Args) -> Printed:
+    return Printed(None, lambda xs: " * ".join(xs))
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args) -> Printed:
     return replace(_activation("nn.SiLU", "F.silu"), inplace=_inplace("F.silu"))

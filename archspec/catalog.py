@@ -37,6 +37,8 @@ OP_DOCS: dict[str, str] = {
     "hardswish": "x * relu6(x + 3) / 6 (PyTorch's Hardswish)",
     "hardsigmoid": "relu6(x + 3) / 6 (PyTorch's; not old Keras's 0.2 * x + 0.5)",
     "silu": "x * sigmoid(x) (swish)",
+    "stochastic_depth": "identity at inference; drops whole samples with probability rate in "
+    "training (torchvision's row mode)",
     "mul": "elementwise product of 2 inputs; H and W broadcast ((C, 1, 1) gates (C, H, W))",
 }
 
@@ -84,6 +86,7 @@ _ALIASES: dict[str, Alias] = {
     "interpolate": _missing("resizing (nearest or bilinear)"),
     "resize": _missing("resizing (nearest or bilinear)"),
     "multiply": _same("mul"),
+    "droppath": _same("stochastic_depth"),
     "reshape": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "view": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "spatialdropout": _missing("channel dropout: 'dropout' drops single elements"),

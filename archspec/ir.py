@@ -234,6 +234,16 @@ class Mul(IRModel):
     kind: Literal["mul"] = "mul"
 
 
+class StochasticDepth(IRModel):
+    """Identity at inference. In training (torchvision's stochastic_depth), each sample
+    (`row`) or the whole batch (`batch`) is zeroed with probability `rate`, and what is
+    kept is divided by 1 - rate."""
+
+    kind: Literal["stochastic_depth"] = "stochastic_depth"
+    rate: float
+    mode: Literal["row", "batch"] = "row"
+
+
 Op = Annotated[
     Input
     | Conv2d
@@ -259,7 +269,8 @@ Op = Annotated[
     | Hardswish
     | Hardsigmoid
     | SiLU
-    | Mul,
+    | Mul
+    | StochasticDepth,
     Field(discriminator="kind"),
 ]
 OP_KINDS: tuple[str, ...] = tuple(

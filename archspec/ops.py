@@ -36,6 +36,7 @@ BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "global_max_pool": {"keepdims": False},
     "gelu": {"approximate": "none"},
     "pad": {"value": 0.0},
+    "stochastic_depth": {"mode": "row"},
 }
 
 
@@ -418,3 +419,11 @@ def _mul(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
     shape = broadcast(shapes[0], shapes[1])
     assert shape is not None  # the lowering checks the operands first, naming them
     return ir.Mul(), shape
+
+
+@rule("stochastic_depth")
+def _stochastic_depth(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    rate = number(f["rate"], "rate", low=0, high=1)
+    if rate == 1:
+        raise OpError("rate", "rate 1 drops every sample in training; use a rate below 1")
+    return ir.StochasticDepth(rate=rate, mode=f["mode"]), shapes[0]

@@ -325,6 +325,16 @@ class MulOp(OpItemBase):
     op: Literal["mul"]
 
 
+class StochasticDepthOp(OpItemBase):
+    ir_kind: ClassVar[str] = "stochastic_depth"
+    ir_fields: ClassVar[Mapping[str, str]] = {"rate": "rate"}
+    op: Literal["stochastic_depth"]
+    rate: FloatLike = Field(description="probability of dropping a sample's branch, in [0, 1)")
+    mode: Literal["row", "batch"] | None = Field(
+        default=None, description="row: per sample (default); batch: the whole batch at once"
+    )
+
+
 OpItem = Annotated[
     ConvOp
     | LinearOp
@@ -350,7 +360,8 @@ OpItem = Annotated[
     | HardswishOp
     | HardsigmoidOp
     | SiluOp
-    | MulOp,
+    | MulOp
+    | StochasticDepthOp,
     Field(discriminator="op"),
 ]
 OP_MODELS: dict[str, type[OpItemBase]] = {

@@ -221,3 +221,100 @@ def test_mul_takes_exactly_two_inputs(tmp_path: Path) -> None:
     path = write(tmp_path, {"inputs": {"u": [2, 3, 3]}, "body": body})
     with pytest.raises(SpecError, match="mul takes 2 input"):
         lower(load(path))
+
+
+# ---------------------------------------------------------------------------- stochastic depth
+
+
+def residual_net(rate: float, mode: str = "row") -> dict[str, Any]:
+    """ConvNeXt's and EfficientNet's use: the branch's stochastic depth, then the add."""
+    return {
+        "inputs": {"image": [4, 5, 5]},
+        "body": [
+            {"conv": {"op": "conv", "out": 4, "kernel": 3, "padding": 1}},
+            {"stochastic_depth": {"op": "stochastic_depth", "rate": rate, "mode": mode}},
+            {"add": {"op": "add", "inputs": ["stochastic_depth", "input"]}},
+        ],
+    }
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_stochastic_depth_matches_in_every_backend(mode: str, tmp_path: Path) -> None:
+    """Inference: identity. Train mode (the parity harness turns it off as it does dropout):
+    the same numbers too."""
+    path = write(tmp_path, residual_net(0.2))
+    assert 'StochasticDepth(0.2, "row")' in source(path, "torch")
+    assert "import torchvision" not in source(path, "torch")
+    keras_src = source(path, "keras")
+    assert 'layers.Dropout(0.2, noise_shape=(None, 1, 1, 1), name="stochastic_depth")' in keras_src
+    assert_backends_agree(path, mode=mode)
+
+
+def test_stochastic_depth_is_the_identity_at_inference_exactly(tmp_path: Path) -> None:
+    import keras
+    import torch
+    from archspec_keras import generate_module as keras_module
+    from archspec_torch import generate_module as torch_module
+
+    data = {
+        "inputs": {"image": [3, 4, 4]},
+        "body": [{"sd": {"op": "stochastic_depth", "rate": 0.5}}],
+    }
+    path = write(tmp_path, data)
+    x = knees((3, 4, 4))
+    module, graph = torch_module(path, directory=tmp_path)
+    model = getattr(module, graph.name)().eval()
+    with torch.no_grad():
+        assert torch.equal(model(torch.from_numpy(x)), torch.from_numpy(x))
+    for style in ("functional", "subclass"):
+        kmodule, _ = keras_module(path, directory=tmp_path, style=style)
+        kmodel = getattr(kmodule, graph.name)()
+        nhwc = x.transpose(0, 2, 3, 1)
+        out = keras.ops.convert_to_numpy(kmodel(nhwc, training=False))
+        np.testing.assert_array_equal(out, nhwc)
+
+
+@pytest.mark.parametrize("mode", ["row", "batch"])
+def test_stochastic_depth_in_training_drops_samples_at_its_rate(mode: str, tmp_path: Path) -> None:
+    """torchvision's statistics, loosely: each sample (row) or the whole batch is zero
+    with probability rate, and kept ones are exactly x / (1 - rate); in torch and Keras."""
+    import keras
+    import torch
+    from archspec_keras import generate_module as keras_module
+    from archspec_torch import generate_module as torch_module
+
+    rate, n = 0.25, 400
+    item = {"sd": {"op": "stochastic_depth", "rate": rate, "mode": mode}}
+    path = write(tmp_path, {"inputs": {"image": [2, 3, 3]}, "body": [item]})
+    x = np.random.default_rng(0).uniform(1.0, 2.0, (n, 2, 3, 3)).astype(np.float32)
+    module, graph = torch_module(path, directory=tmp_path)
+    model = getattr(module, graph.name)().train()
+    torch.manual_seed(0)
+    keras.utils.set_random_seed(0)
+    kmodel = getattr(keras_module(path, directory=tmp_path)[0], graph.name)()
+    runs = {
+        "torch": lambda: model(torch.from_numpy(x)).numpy(),
+        "keras": lambda: keras.ops.convert_to_numpy(
+            kmodel(x.transpose(0, 2, 3, 1), training=True)
+        ).transpose(0, 3, 1, 2),
+    }
+    for name, run in runs.items():
+        outs = np.stack([run() for _ in range(1 if mode == "row" else 200)])
+        flat = outs.reshape(-1, 2 * 3 * 3)
+        dropped = (flat == 0).all(axis=1)
+        kept = ~dropped
+        assert ((flat == 0).any(axis=1) == dropped).all(), f"{name}: drops whole samples"
+        expect = np.broadcast_to(x / (1 - rate), outs.shape).reshape(-1, 18)
+        np.testing.assert_allclose(flat[kept], expect[kept], rtol=1e-6, err_msg=name)
+        if mode == "batch":  # every sample of one call together
+            per_call = dropped.reshape(outs.shape[0], n)
+            assert (per_call.all(axis=1) | ~per_call.any(axis=1)).all(), name
+        fraction = dropped.mean()
+        assert abs(fraction - rate) < 0.08, f"{name}: dropped {fraction:.3f}, rate {rate}"
+
+
+def test_stochastic_depth_rate_is_checked(tmp_path: Path) -> None:
+    for rate, message in ((1.0, "rate 1 drops every sample"), (1.5, "must be <= 1")):
+        path = write(tmp_path, residual_net(rate))
+        with pytest.raises(SpecError, match=rf"body\[1\]\.stochastic_depth\.rate: {message}"):
+            lower(load(path))

@@ -375,6 +375,17 @@ def _mul(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers(merge=named("layers.Multiply", name=name))  # broadcasts H and W of 1
 
 
+@printer("stochastic_depth")
+def _stochastic_depth(op: ir.Op, a: Args, name: str) -> Layers:
+    # keras.applications' EfficientNet idiom: a Dropout whose noise is one value per
+    # sample ("row") or per batch, kept values scaled by 1 / (1 - rate) as torchvision does
+    assert isinstance(op, ir.StochasticDepth)
+    ones = ", ".join(["1"] * a.rank)
+    batch = "None" if op.mode == "row" else "1"
+    noise = Kw("noise_shape", f"({batch}, {ones})")
+    return Layers((named("layers.Dropout", a["rate"], noise, name=name),))
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("layers.Activation", '"silu"', name=name),))

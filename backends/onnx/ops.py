@@ -318,3 +318,8 @@ def _silu(ctx: OpContext, op: ir.SiLU) -> str:
 @printer("mul")
 def _mul(ctx: OpContext, op: ir.Mul) -> str:
     return ctx.b.node("Mul", ctx.inputs, ctx.output)  # numpy broadcasting, as the IR's
+
+
+@printer("stochastic_depth")
+def _stochastic_depth(ctx: OpContext, op: ir.StochasticDepth) -> str:
+    return ctx.inputs[0]  # identity at inference: no node, as a dropout

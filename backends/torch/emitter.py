@@ -570,7 +570,14 @@ def module_source(spec: ResolvedSpec, plan: ModulePlan) -> str:
     return render_file("archspec_torch", graph, sections, uses=uses(body))
 
 
-HELPERS = ("same_sides", "padded_conv2d", "PaddedMaxPool2d", "PaddedAvgPool2d", "variance_scaling")
+HELPERS = (
+    "same_sides",
+    "padded_conv2d",
+    "PaddedMaxPool2d",
+    "PaddedAvgPool2d",
+    "variance_scaling",
+    "StochasticDepth",
+)
 
 
 def uses(text: str) -> dict[str, bool]:

@@ -82,6 +82,7 @@ HELPERS = frozenset(
         "PaddedMaxPool2d",
         "PaddedAvgPool2d",
         "variance_scaling_",
+        "StochasticDepth",
     }
 )
 ARGUMENTS = frozenset({"self", "x"})  # generated methods' arguments

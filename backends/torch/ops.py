@@ -259,6 +259,13 @@ def _mul(op: ir.Op, a: Args) -> Printed:
     return Printed(None, lambda xs: " * ".join(xs))
 
 
+@printer("stochastic_depth")
+def _stochastic_depth(op: ir.Op, a: Args) -> Printed:
+    assert isinstance(op, ir.StochasticDepth)  # torchvision.ops.StochasticDepth's arguments
+    module = Call("StochasticDepth", (a["rate"], f'"{op.mode}"'))
+    return Printed(module, None, frozenset({"StochasticDepth"}))
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args) -> Printed:
     return replace(_activation("nn.SiLU", "F.silu"), inplace=_inplace("F.silu"))

@@ -39,6 +39,7 @@ OP_DOCS: dict[str, str] = {
     "silu": "x * sigmoid(x) (swish)",
     "stochastic_depth": "identity at inference; drops whole samples with probability rate in "
     "training (torchvision's row mode)",
+    "channel_shuffle": "ShuffleNet's channel shuffle: (groups, C/groups) transposed, C order",
     "mul": "elementwise product of 2 inputs; H and W broadcast ((C, 1, 1) gates (C, H, W))",
 }
 
@@ -87,6 +88,7 @@ _ALIASES: dict[str, Alias] = {
     "resize": _missing("resizing (nearest or bilinear)"),
     "multiply": _same("mul"),
     "droppath": _same("stochastic_depth"),
+    "shuffle": _same("channel_shuffle"),
     "reshape": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "view": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "spatialdropout": _missing("channel dropout: 'dropout' drops single elements"),

@@ -244,6 +244,14 @@ class StochasticDepth(IRModel):
     mode: Literal["row", "batch"] = "row"
 
 
+class ChannelShuffle(IRModel):
+    """torchvision's ShuffleNetV2 channel_shuffle: view (groups, C / groups), transpose,
+    flatten; output channel j * groups + i is input channel i * (C / groups) + j."""
+
+    kind: Literal["channel_shuffle"] = "channel_shuffle"
+    groups: PositiveInt
+
+
 Op = Annotated[
     Input
     | Conv2d
@@ -270,7 +278,8 @@ Op = Annotated[
     | Hardsigmoid
     | SiLU
     | Mul
-    | StochasticDepth,
+    | StochasticDepth
+    | ChannelShuffle,
     Field(discriminator="kind"),
 ]
 OP_KINDS: tuple[str, ...] = tuple(

@@ -427,3 +427,14 @@ def _stochastic_depth(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Sh
     if rate == 1:
         raise OpError("rate", "rate 1 drops every sample in training; use a rate below 1")
     return ir.StochasticDepth(rate=rate, mode=f["mode"]), shapes[0]
+
+
+@rule("channel_shuffle")
+def _channel_shuffle(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    c, _, _ = spatial(shapes[0], "channel_shuffle")
+    groups = f["groups"]
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
+        raise OpError("groups", f"expected a positive int, got {groups!r}")
+    if c % groups:
+        raise OpError("groups", f"groups={groups} must divide the {c} input channels")
+    return ir.ChannelShuffle(groups=groups), shapes[0]

@@ -335,6 +335,13 @@ class StochasticDepthOp(OpItemBase):
     )
 
 
+class ChannelShuffleOp(OpItemBase):
+    ir_kind: ClassVar[str] = "channel_shuffle"
+    ir_fields: ClassVar[Mapping[str, str]] = {"groups": "groups"}
+    op: Literal["channel_shuffle"]
+    groups: IntLike = Field(description="must divide the channels")
+
+
 OpItem = Annotated[
     ConvOp
     | LinearOp
@@ -361,7 +368,8 @@ OpItem = Annotated[
     | HardsigmoidOp
     | SiluOp
     | MulOp
-    | StochasticDepthOp,
+    | StochasticDepthOp
+    | ChannelShuffleOp,
     Field(discriminator="op"),
 ]
 OP_MODELS: dict[str, type[OpItemBase]] = {

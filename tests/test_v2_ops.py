@@ -318,3 +318,33 @@ def test_stochastic_depth_rate_is_checked(tmp_path: Path) -> None:
         path = write(tmp_path, residual_net(rate))
         with pytest.raises(SpecError, match=rf"body\[1\]\.stochastic_depth\.rate: {message}"):
             lower(load(path))
+
+
+# ---------------------------------------------------------------------------- channel shuffle
+
+
+def torchvision_channel_shuffle(x: np.ndarray, groups: int) -> np.ndarray:
+    """torchvision.models.shufflenetv2.channel_shuffle, in numpy."""
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w)
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_channel_shuffle_is_shufflenets_in_every_backend(groups: int, tmp_path: Path) -> None:
+    item = {"op": "channel_shuffle", "groups": groups}
+    body = [{"shuffle": item}, {"conv": {"op": "conv", "out": 6, "kernel": 1}}, {"again": item}]
+    path = write(tmp_path, {"inputs": {"image": [6, 3, 4]}, "body": body})
+    assert f"F.channel_shuffle(image, {groups})" in source(path, "torch")
+    assert f'ChannelShuffle({groups}, name="shuffle")' in source(path, "keras")
+    assert_backends_agree(path)
+    path = write(tmp_path, {"inputs": {"image": [6, 3, 4]}, "body": [{"shuffle": item}]}, "bare")
+    x = knees((6, 3, 4))
+    for name, value in outputs(path, x).items():
+        np.testing.assert_array_equal(value, torchvision_channel_shuffle(x, groups), name)
+
+
+def test_channel_shuffle_groups_must_divide_the_channels(tmp_path: Path) -> None:
+    body = [{"shuffle": {"op": "channel_shuffle", "groups": 4}}]
+    path = write(tmp_path, {"inputs": {"image": [6, 3, 4]}, "body": body})
+    with pytest.raises(SpecError, match=r"shuffle\.groups: groups=4 must divide the 6 input"):
+        lower(load(path))

@@ -386,6 +386,12 @@ def _stochastic_depth(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("layers.Dropout", a["rate"], noise, name=name),))
 
 
+@printer("channel_shuffle")
+def _channel_shuffle(op: ir.Op, a: Args, name: str) -> Layers:
+    layer = named("ChannelShuffle", a["groups"], name=name)
+    return Layers((layer,), needs=frozenset({"ChannelShuffle"}))
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("layers.Activation", '"silu"', name=name),))

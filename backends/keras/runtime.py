@@ -268,3 +268,23 @@ class Clip(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "min_value": self.min_value, "max_value": self.max_value}
+
+
+@keras.saving.register_keras_serializable(package="archspec")
+class ChannelShuffle(keras.layers.Layer):
+    """ShuffleNetV2's channel_shuffle on channels-last input: channels viewed as (groups,
+    C / groups), transposed, flattened (output channel j * groups + i is input channel
+    i * (C / groups) + j, as in torch's NCHW)."""
+
+    def __init__(self, groups, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = groups
+
+    def call(self, x):
+        _, h, w, c = x.shape
+        x = keras.ops.reshape(x, (-1, h, w, self.groups, c // self.groups))
+        x = keras.ops.transpose(x, (0, 1, 2, 4, 3))
+        return keras.ops.reshape(x, (-1, h, w, c))
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}

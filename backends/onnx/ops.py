@@ -323,3 +323,14 @@ def _mul(ctx: OpContext, op: ir.Mul) -> str:
 @printer("stochastic_depth")
 def _stochastic_depth(ctx: OpContext, op: ir.StochasticDepth) -> str:
     return ctx.inputs[0]  # identity at inference: no node, as a dropout
+
+
+@printer("channel_shuffle")
+def _channel_shuffle(ctx: OpContext, op: ir.ChannelShuffle) -> str:
+    c, h, w = ctx.in_shapes[0]
+    g = op.groups  # 0 in a Reshape shape keeps the (dynamic) batch dimension
+    grouped = ctx.b.constant("grouped", np.array([0, g, c // g, h, w], np.int64))
+    flat = ctx.b.constant("flat", np.array([0, c, h, w], np.int64))
+    x = ctx.b.node("Reshape", [ctx.inputs[0], grouped], suffix="view")
+    x = ctx.b.node("Transpose", [x], suffix="transpose", perm=[0, 2, 1, 3, 4])
+    return ctx.b.node("Reshape", [x, flat], ctx.output)

@@ -266,6 +266,16 @@ def _stochastic_depth(op: ir.Op, a: Args) -> Printed:
     return Printed(module, None, frozenset({"StochasticDepth"}))
 
 
+@printer("channel_shuffle")
+def _channel_shuffle(op: ir.Op, a: Args) -> Printed:
+    # ShuffleNetV2's view / transpose / flatten, as one torch op
+    groups = a["groups"]
+    return Printed(
+        Call("nn.ChannelShuffle", (groups,)),
+        lambda xs: Call("F.channel_shuffle", (xs[0], groups)),
+    )
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args) -> Printed:
     return replace(_activation("nn.SiLU", "F.silu"), inplace=_inplace("F.silu"))

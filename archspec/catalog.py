@@ -40,6 +40,7 @@ OP_DOCS: dict[str, str] = {
     "stochastic_depth": "identity at inference; drops whole samples with probability rate in "
     "training (torchvision's row mode)",
     "channel_shuffle": "ShuffleNet's channel shuffle: (groups, C/groups) transposed, C order",
+    "layer_norm": "layer normalization over the channels of each pixel (ConvNeXt's LayerNorm2d)",
     "mul": "elementwise product of 2 inputs; H and W broadcast ((C, 1, 1) gates (C, H, W))",
 }
 
@@ -74,7 +75,6 @@ _ALIASES: dict[str, Alias] = {
     "prelu": _missing("PReLU learns its negative slope; 'leaky_relu' has a fixed slope"),
     "softplus": _missing("softplus is log(1 + exp(x))"),
     "logsoftmax": _missing("log-softmax"),
-    "layernorm": _missing("layer normalization; 'batch_norm' normalizes over the batch"),
     "groupnorm": _missing("group normalization; 'batch_norm' normalizes over the batch"),
     "instancenorm": _missing("instance normalization; 'batch_norm' normalizes over the batch"),
     "localresponsenorm": _missing("local response normalization"),

@@ -252,6 +252,17 @@ class ChannelShuffle(IRModel):
     groups: PositiveInt
 
 
+class LayerNorm(IRModel):
+    """Layer normalization over the channel axis alone: for (C, H, W) each pixel's C values
+    (ConvNeXt's LayerNorm2d: channels-last layer_norm), for (F,) the features. Biased
+    variance, `eps` inside the square root, then weight and bias per channel (affine)."""
+
+    kind: Literal["layer_norm"] = "layer_norm"
+    num_features: PositiveInt
+    eps: float
+    affine: bool = True
+
+
 Op = Annotated[
     Input
     | Conv2d
@@ -279,7 +290,8 @@ Op = Annotated[
     | SiLU
     | Mul
     | StochasticDepth
-    | ChannelShuffle,
+    | ChannelShuffle
+    | LayerNorm,
     Field(discriminator="kind"),
 ]
 OP_KINDS: tuple[str, ...] = tuple(

@@ -37,6 +37,7 @@ BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "gelu": {"approximate": "none"},
     "pad": {"value": 0.0},
     "stochastic_depth": {"mode": "row"},
+    "layer_norm": {"eps": 1e-5, "affine": True},
 }
 
 
@@ -438,3 +439,17 @@ def _channel_shuffle(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Sha
     if c % groups:
         raise OpError("groups", f"groups={groups} must divide the {c} input channels")
     return ir.ChannelShuffle(groups=groups), shapes[0]
+
+
+@rule("layer_norm")
+def _layer_norm(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    if len(shapes[0]) not in (1, 3):
+        raise OpError(
+            None, f"layer_norm needs (C, H, W) or (features,), got {fmt_shape(shapes[0])}"
+        )
+    op = ir.LayerNorm(
+        num_features=shapes[0][0],
+        eps=number(f["eps"], "eps", low=0, low_open=True),
+        affine=flag(f["affine"], "affine"),
+    )
+    return op, shapes[0]

@@ -342,6 +342,14 @@ class ChannelShuffleOp(OpItemBase):
     groups: IntLike = Field(description="must divide the channels")
 
 
+class LayerNormOp(OpItemBase):
+    ir_kind: ClassVar[str] = "layer_norm"
+    ir_fields: ClassVar[Mapping[str, str]] = {"eps": "eps", "affine": "affine"}
+    op: Literal["layer_norm"]
+    eps: FloatLike | None = Field(default=None, description="added to the variance (1e-5)")
+    affine: BoolLike | None = Field(default=None, description="learn weight and bias per channel")
+
+
 OpItem = Annotated[
     ConvOp
     | LinearOp
@@ -369,7 +377,8 @@ OpItem = Annotated[
     | SiluOp
     | MulOp
     | StochasticDepthOp
-    | ChannelShuffleOp,
+    | ChannelShuffleOp
+    | LayerNormOp,
     Field(discriminator="op"),
 ]
 OP_MODELS: dict[str, type[OpItemBase]] = {

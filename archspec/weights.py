@@ -50,6 +50,8 @@ def _tensors(node: Node, graph: Graph) -> dict[str, Shape]:
         c = (op.num_features,)
         shapes = {"weight": c, "bias": c} if op.affine else {}
         return {**shapes, "running_mean": c, "running_var": c}
+    if isinstance(op, ir.LayerNorm):
+        return {"weight": (op.num_features,), "bias": (op.num_features,)} if op.affine else {}
     return {}
 
 
@@ -117,6 +119,8 @@ class WeightSet(Mapping[str, np.ndarray]):
                     value = rng.normal(0.0, 0.2, shape)
                 else:
                     value = rng.uniform(*low_high[tensor], shape)
+            elif isinstance(node.op, ir.LayerNorm):  # non-trivial, as BatchNorm's
+                value = rng.uniform(*{"weight": (0.5, 1.5), "bias": (-0.2, 0.2)}[tensor], shape)
             elif tensor == "weight":
                 value = rng.normal(0.0, math.sqrt(1.0 / _fan_in(node, graph)), shape)
             else:

@@ -348,3 +348,69 @@ def test_channel_shuffle_groups_must_divide_the_channels(tmp_path: Path) -> None
     path = write(tmp_path, {"inputs": {"image": [6, 3, 4]}, "body": body})
     with pytest.raises(SpecError, match=r"shuffle\.groups: groups=4 must divide the 6 input"):
         lower(load(path))
+
+
+# ---------------------------------------------------------------------------- layer norm
+
+
+def layer_norm_net(eps: float = 1e-6, affine: bool = True) -> dict[str, Any]:
+    """ConvNeXt's two uses: on (C, H, W) after a depthwise conv, and on the pooled (C, 1, 1)
+    before the head; and a plain one on features."""
+    # as an expression: json writes 1e-06, which YAML would read as a string
+    norm = {"op": "layer_norm", "eps": f"${{{eps!r}}}", "affine": affine}
+    return {
+        "inputs": {"image": [6, 5, 4]},
+        "body": [
+            {"dwconv": {"op": "conv", "out": 6, "kernel": 3, "padding": 1, "groups": 6}},
+            {"norm": norm},
+            {"avgpool": {"op": "global_avg_pool", "keepdims": True}},
+            {"head_norm": norm},
+            {"flatten": {"op": "flatten"}},
+            {"fc": {"op": "linear", "out": 5}},
+            {"features_norm": norm},
+        ],
+    }
+
+
+@pytest.mark.parametrize(("eps", "affine"), [(1e-6, True), (1e-5, False)])
+def test_layer_norm_over_channels_in_every_backend(
+    eps: float, affine: bool, tmp_path: Path
+) -> None:
+    path = write(tmp_path, layer_norm_net(eps, affine))
+    graph = lower(load(path))
+    assert totals(graph).trainable == 6 * 9 + 6 + 5 * 6 + 5 + (2 * (6 + 6 + 5) if affine else 0)
+    torch_src = source(path, "torch")
+    assert (
+        "LayerNorm2d(6, eps=1e-06)" if affine else "LayerNorm2d(6, elementwise_affine=False)"
+    ) in torch_src
+    assert "nn.LayerNorm(5" in torch_src
+    assert "layers.LayerNormalization(" in source(path, "keras")
+    for mode in ("inference", "train"):
+        assert_backends_agree(path, mode=mode)
+
+
+def test_layer_norm_is_the_contract(tmp_path: Path) -> None:
+    """Each pixel's channels normalized with the biased variance, eps inside the root, then
+    the per-channel weight and bias, in every backend."""
+    path = write(
+        tmp_path,
+        {"inputs": {"image": [6, 3, 4]}, "body": [{"ln": {"op": "layer_norm", "eps": 0.1}}]},
+    )
+    graph = lower(load(path))
+    weights = WeightSet.random(graph, 0)
+    x = knees((6, 3, 4)).astype(np.float64)
+    mean = x.mean(axis=1, keepdims=True)
+    var = x.var(axis=1, keepdims=True)
+    gamma, beta = (
+        weights[f"ln.{t}"].astype(np.float64)[None, :, None, None] for t in ("weight", "bias")
+    )
+    want = (x - mean) / np.sqrt(var + 0.1) * gamma + beta
+    for name, value in outputs(path, x.astype(np.float32)).items():
+        assert_close(value, want, f"{name} vs the formula")
+
+
+def test_layer_norm_needs_channels(tmp_path: Path) -> None:
+    body = [{"op": "flatten"}, {"ln": {"op": "layer_norm", "eps": 0}}]
+    path = write(tmp_path, {"inputs": {"image": [2, 3, 3]}, "body": body})
+    with pytest.raises(SpecError, match=r"body\[1\]\.ln\.eps: must be > 0"):
+        lower(load(path))

@@ -62,7 +62,12 @@ from .plan import (
 # Names every generated Python module may use whatever the framework.
 PYTHON_RESERVED = frozenset(dir(builtins)) | {"self", "x", "in_channels"}
 # IR field holding the input's channel count (written with the producer's expression).
-CHANNEL_FIELD = {"conv2d": "in_channels", "linear": "in_features", "batch_norm": "num_features"}
+CHANNEL_FIELD = {
+    "conv2d": "in_channels",
+    "linear": "in_features",
+    "batch_norm": "num_features",
+    "layer_norm": "num_features",
+}
 PAIR_FIELDS = {"kernel_size", "stride", "dilation", "output_size", "padding"}
 NOT_ARGS = {"kind", "padding", "weight_init", "bias_init", "shape", "axis", "approximate"}
 

@@ -392,6 +392,15 @@ def _channel_shuffle(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((layer,), needs=frozenset({"ChannelShuffle"}))
 
 
+@printer("layer_norm")
+def _layer_norm(op: ir.Op, a: Args, name: str) -> Layers:
+    # channels-last: Keras's default axis -1 is the IR's channel axis at every rank
+    args: list[Code | Kw] = [Kw("epsilon", a["eps"])] if a.differs("eps", 1e-3) else []
+    if a.differs("affine", True):
+        args += [Kw("center", a["affine"]), Kw("scale", a["affine"])]
+    return Layers((named("layers.LayerNormalization", *args, name=name),))
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("layers.Activation", '"silu"', name=name),))

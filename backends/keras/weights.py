@@ -92,6 +92,8 @@ def _convert(op: ir.Op, layer: keras.layers.Layer, variable: str) -> tuple[str, 
     raises KeyError for a variable the op has no tensor for."""
     if isinstance(op, ir.BatchNorm):
         return _BN_TENSORS[variable], _same, _same
+    if isinstance(op, ir.LayerNorm):
+        return {"gamma": "weight", "beta": "bias"}[variable], _same, _same
     if variable == "bias" and isinstance(op, ir.Conv2d | ir.Linear):
         return "bias", _same, _same
     if variable == "kernel" and isinstance(op, ir.Linear):

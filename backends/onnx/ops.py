@@ -334,3 +334,17 @@ def _channel_shuffle(ctx: OpContext, op: ir.ChannelShuffle) -> str:
     x = ctx.b.node("Reshape", [ctx.inputs[0], grouped], suffix="view")
     x = ctx.b.node("Transpose", [x], suffix="transpose", perm=[0, 2, 1, 3, 4])
     return ctx.b.node("Reshape", [x, flat], ctx.output)
+
+
+@printer("layer_norm")
+def _layer_norm(ctx: OpContext, op: ir.LayerNorm) -> str:
+    n = (op.num_features,)
+    scale = ctx.param("weight") or ctx.b.constant("scale", np.ones(n, np.float32))
+    shift = ctx.param("bias") or ctx.b.constant("bias", np.zeros(n, np.float32))
+    if len(ctx.in_shapes[0]) == 1:
+        norm = [ctx.inputs[0], scale, shift]
+        return ctx.b.node("LayerNormalization", norm, ctx.output, axis=-1, epsilon=op.eps)
+    # LayerNormalization normalizes every axis from `axis` on: move channels last first
+    x = ctx.b.node("Transpose", ctx.inputs, suffix="nhwc", perm=[0, 2, 3, 1])
+    x = ctx.b.node("LayerNormalization", [x, scale, shift], suffix="norm", axis=-1, epsilon=op.eps)
+    return ctx.b.node("Transpose", [x], ctx.output, perm=[0, 3, 1, 2])

@@ -577,6 +577,7 @@ HELPERS = (
     "PaddedAvgPool2d",
     "variance_scaling",
     "StochasticDepth",
+    "LayerNorm2d",
 )
 
 

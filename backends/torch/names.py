@@ -83,6 +83,7 @@ HELPERS = frozenset(
         "PaddedAvgPool2d",
         "variance_scaling_",
         "StochasticDepth",
+        "LayerNorm2d",
     }
 )
 ARGUMENTS = frozenset({"self", "x"})  # generated methods' arguments

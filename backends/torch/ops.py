@@ -276,6 +276,15 @@ def _channel_shuffle(op: ir.Op, a: Args) -> Printed:
     )
 
 
+@printer("layer_norm")
+def _layer_norm(op: ir.Op, a: Args) -> Printed:
+    # over channels: torchvision's LayerNorm2d on (N, C, H, W), nn.LayerNorm on (N, F)
+    cls, needs = ("LayerNorm2d", {"LayerNorm2d"}) if a.rank == 3 else ("nn.LayerNorm", set())
+    args: list[Code | Kw] = [a["num_features"], *kw(a, "eps", "eps", 1e-5)]
+    args += kw(a, "elementwise_affine", "affine", True)
+    return Printed(Call(cls, tuple(args)), None, frozenset(needs))
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args) -> Printed:
     return replace(_activation("nn.SiLU", "F.silu"), inplace=_inplace("F.silu"))

@@ -15,7 +15,7 @@ from archspec.spec import OP_MODELS
 
 # Names from the issue that have no archspec op computing the same thing today.
 MISSING = [
-    "mish", "elu", "selu", "prelu", "layer_norm", "group_norm", "instance_norm",
+    "mish", "elu", "selu", "prelu", "group_norm", "instance_norm",
     "conv_transpose", "upsample", "interpolate",
 ]  # fmt: skip
 # Names from the issue that do have one.
@@ -26,7 +26,8 @@ SAME = {
     "avgpool": "avg_pool", "concatenate": "concat", "cat": "concat", "sum": "add",
     "plus": "add", "Conv2D": "conv", "ReLU6": "relu6", "hard_swish": "hardswish",
     "Hardswish": "hardswish", "hard_sigmoid": "hardsigmoid", "hardtanh": "clip",
-    "clamp": "clip", "SiLU": "silu", "swish": "silu",
+    "clamp": "clip", "SiLU": "silu", "swish": "silu", "LayerNorm": "layer_norm",
+    "multiply": "mul", "drop_path": "stochastic_depth", "ChannelShuffle": "channel_shuffle",
 }  # fmt: skip
 
 

@@ -41,6 +41,7 @@ OP_DOCS: dict[str, str] = {
     "training (torchvision's row mode)",
     "channel_shuffle": "ShuffleNet's channel shuffle: (groups, C/groups) transposed, C order",
     "layer_norm": "layer normalization over the channels of each pixel (ConvNeXt's LayerNorm2d)",
+    "scale": "a learnable factor per channel, x * weight (ConvNeXt's layer scale)",
     "mul": "elementwise product of 2 inputs; H and W broadcast ((C, 1, 1) gates (C, H, W))",
 }
 
@@ -89,6 +90,7 @@ _ALIASES: dict[str, Alias] = {
     "multiply": _same("mul"),
     "droppath": _same("stochastic_depth"),
     "shuffle": _same("channel_shuffle"),
+    "layerscale": _same("scale", "(init_value: 1.0e-6 for ConvNeXt)"),
     "reshape": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "view": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "spatialdropout": _missing("channel dropout: 'dropout' drops single elements"),

@@ -263,6 +263,21 @@ class LayerNorm(IRModel):
     affine: bool = True
 
 
+class Scale(IRModel):
+    """A learnable per-channel multiplier (ConvNeXt's layer scale): x * weight, the weight
+    a parameter of its own, shaped to broadcast over the input in NCHW: (C, 1, 1) for a
+    (C, H, W) input (`rank` 3, torchvision's `layer_scale`), (F,) for features (`rank` 1)."""
+
+    kind: Literal["scale"] = "scale"
+    num_features: PositiveInt
+    init_value: float = 1.0
+    rank: Literal[1, 3] = 3
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.num_features, 1, 1) if self.rank == 3 else (self.num_features,)
+
+
 Op = Annotated[
     Input
     | Conv2d
@@ -291,7 +306,8 @@ Op = Annotated[
     | Mul
     | StochasticDepth
     | ChannelShuffle
-    | LayerNorm,
+    | LayerNorm
+    | Scale,
     Field(discriminator="kind"),
 ]
 OP_KINDS: tuple[str, ...] = tuple(

@@ -38,6 +38,7 @@ BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "pad": {"value": 0.0},
     "stochastic_depth": {"mode": "row"},
     "layer_norm": {"eps": 1e-5, "affine": True},
+    "scale": {"init_value": 1.0},
 }
 
 
@@ -451,5 +452,17 @@ def _layer_norm(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
         num_features=shapes[0][0],
         eps=number(f["eps"], "eps", low=0, low_open=True),
         affine=flag(f["affine"], "affine"),
+    )
+    return op, shapes[0]
+
+
+@rule("scale")
+def _scale(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    if len(shapes[0]) not in (1, 3):
+        raise OpError(None, f"scale needs (C, H, W) or (features,), got {fmt_shape(shapes[0])}")
+    op = ir.Scale(
+        num_features=shapes[0][0],
+        init_value=number(f["init_value"], "init_value"),
+        rank=len(shapes[0]),
     )
     return op, shapes[0]

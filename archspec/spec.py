@@ -350,6 +350,15 @@ class LayerNormOp(OpItemBase):
     affine: BoolLike | None = Field(default=None, description="learn weight and bias per channel")
 
 
+class ScaleOp(OpItemBase):
+    ir_kind: ClassVar[str] = "scale"
+    ir_fields: ClassVar[Mapping[str, str]] = {"init_value": "init_value"}
+    op: Literal["scale"]
+    init_value: FloatLike | None = Field(
+        default=None, description="every channel's initial factor (1.0; ConvNeXt: 1e-6)"
+    )
+
+
 OpItem = Annotated[
     ConvOp
     | LinearOp
@@ -378,7 +387,8 @@ OpItem = Annotated[
     | MulOp
     | StochasticDepthOp
     | ChannelShuffleOp
-    | LayerNormOp,
+    | LayerNormOp
+    | ScaleOp,
     Field(discriminator="op"),
 ]
 OP_MODELS: dict[str, type[OpItemBase]] = {

@@ -414,3 +414,115 @@ def test_layer_norm_needs_channels(tmp_path: Path) -> None:
     path = write(tmp_path, {"inputs": {"image": [2, 3, 3]}, "body": body})
     with pytest.raises(SpecError, match=r"body\[1\]\.ln\.eps: must be > 0"):
         lower(load(path))
+
+
+# ---------------------------------------------------------------------------- scale
+
+
+def convnext_net(init: str = "${1e-6}") -> dict[str, Any]:
+    """ConvNeXt's block as torchvision's CNBlock names it (block.0 depthwise conv, block.2
+    layer norm, pointwise layers, layer_scale on the block, stochastic depth, residual),
+    with 1x1 convs standing in for the channels-last Linear layers; and a scale on
+    features."""
+    return {
+        "inputs": {"image": [4, 5, 5]},
+        "blocks": {
+            "CNBlock": {
+                "params": {"layer_scale": "float", "sd_prob": "float"},
+                "body": [
+                    {
+                        "name": "block",  # the key `block:` would make a block item
+                        "body": [
+                            {
+                                "op": "conv",
+                                "out": "${in_channels}",
+                                "kernel": 3,
+                                "padding": 1,
+                                "groups": "${in_channels}",
+                            },
+                            {"op": "layer_norm", "eps": "${1e-6}"},
+                            {"op": "conv", "out": "${4 * in_channels}", "kernel": 1},
+                            {"op": "gelu"},
+                            {"op": "conv", "out": "${in_channels}", "kernel": 1},
+                        ],
+                    },
+                    {"layer_scale": {"op": "scale", "init_value": "$layer_scale"}},
+                    {"stochastic_depth": {"op": "stochastic_depth", "rate": "$sd_prob"}},
+                    {"add": {"op": "add", "inputs": ["stochastic_depth", "input"]}},
+                ],
+            }
+        },
+        "body": [
+            {
+                "features": {
+                    "block": "CNBlock",
+                    "repeat": 2,
+                    "args": {"layer_scale": init, "sd_prob": 0.1},
+                }
+            },
+            {"pool": {"op": "global_avg_pool"}},
+            {"gain": {"op": "scale"}},
+        ],
+    }
+
+
+def test_scale_is_a_parameter_of_its_own(tmp_path: Path) -> None:
+    path = write(tmp_path, convnext_net())
+    graph = lower(load(path))
+    shapes = {n: w.shape for n, w in WeightSet.random(graph, 0).items()}
+    assert shapes["features.0.layer_scale"] == (4, 1, 1)  # torchvision's layer_scale
+    assert shapes["gain"] == (4,)
+    assert "features.0.layer_scale.weight" not in shapes
+    block = 4 * 9 + 4 + 2 * 4 + (4 * 16 + 16) + (16 * 4 + 4) + 4
+    assert totals(graph).trainable == 2 * block + 4
+    torch_src = source(path, "torch")
+    assert (
+        "self.layer_scale = nn.Parameter(torch.full((in_channels, 1, 1), layer_scale))" in torch_src
+    )
+    assert "out = self.layer_scale * out" in torch_src
+    assert "self.gain = nn.Parameter(torch.full((4,), 1.0))" in torch_src
+    assert 'Scale(layer_scale, name=f"{name}_layer_scale")' in source(path, "keras")
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_scale_matches_in_every_backend(mode: str, tmp_path: Path) -> None:
+    assert_backends_agree(write(tmp_path, convnext_net()), mode=mode)
+
+
+def test_scale_round_trips_through_every_adapter_and_counts_agree(tmp_path: Path) -> None:
+    import keras
+    from archspec_keras import generate_module as keras_module
+    from archspec_keras.weights import from_keras
+    from archspec_keras.weights import load_into as keras_load
+    from archspec_onnx.model import build_model
+    from archspec_onnx.weights import from_model
+    from archspec_torch import generate_module as torch_module
+    from archspec_torch.weights import from_module
+    from archspec_torch.weights import load_into as torch_load
+
+    path = write(tmp_path, convnext_net())
+    module, graph = torch_module(path, directory=tmp_path)
+    weights = WeightSet.random(graph, 3)
+    count = totals(graph)
+    model = torch_load(getattr(module, graph.name)(), weights, graph)
+    assert sum(p.numel() for p in model.parameters()) == count.trainable
+    assert from_module(model, graph).equal(weights)
+    for style in ("functional", "subclass"):
+        kmodel = getattr(keras_module(path, directory=tmp_path, style=style)[0], graph.name)()
+        assert kmodel.count_params() == count.trainable + count.non_trainable
+        assert from_keras(keras_load(kmodel, weights, graph), graph).equal(weights), style
+        variable = next(v for v in kmodel.weights if "layer_scale" in v.path)
+        assert tuple(variable.shape) == (4,), style
+        del kmodel
+        keras.backend.clear_session()
+    assert from_model(build_model(graph, weights), graph).equal(weights)
+
+
+def test_torch_refuses_a_scale_inside_a_sequential_scope(tmp_path: Path) -> None:
+    body = [{"seq": {"body": [{"op": "conv", "out": 3, "kernel": 1}, {"op": "scale"}]}}]
+    path = write(tmp_path, {"inputs": {"image": [3, 4, 4]}, "body": body})
+    with pytest.raises(
+        SpecError, match=r"body\[0\]\.seq.*'1': a scale's factor is an nn.Parameter"
+    ):
+        source(path, "torch")
+    assert "Scale(" in source(path, "keras")  # other backends are fine with it

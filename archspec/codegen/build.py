@@ -67,9 +67,10 @@ CHANNEL_FIELD = {
     "linear": "in_features",
     "batch_norm": "num_features",
     "layer_norm": "num_features",
+    "scale": "num_features",
 }
 PAIR_FIELDS = {"kernel_size", "stride", "dilation", "output_size", "padding"}
-NOT_ARGS = {"kind", "padding", "weight_init", "bias_init", "shape", "axis", "approximate"}
+NOT_ARGS = {"kind", "padding", "weight_init", "bias_init", "shape", "axis", "approximate", "rank"}
 
 
 @dataclass(frozen=True)

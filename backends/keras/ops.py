@@ -401,6 +401,12 @@ def _layer_norm(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("layers.LayerNormalization", *args, name=name),))
 
 
+@printer("scale")
+def _scale(op: ir.Op, a: Args, name: str) -> Layers:
+    args = [a["init_value"]] if a.differs("init_value", 1.0) else []
+    return Layers((named("Scale", *args, name=name),), needs=frozenset({"Scale"}))
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("layers.Activation", '"silu"', name=name),))

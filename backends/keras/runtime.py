@@ -288,3 +288,23 @@ class ChannelShuffle(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="archspec")
+class Scale(keras.layers.Layer):
+    """A learnable factor per channel (ConvNeXt's layer scale): x * scale, `scale` of shape
+    (C,) on the last axis, initialized to `init_value`."""
+
+    def __init__(self, init_value=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.init_value = init_value
+
+    def build(self, input_shape):
+        init = keras.initializers.Constant(self.init_value)
+        self.scale = self.add_weight(name="scale", shape=(input_shape[-1],), initializer=init)
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value}

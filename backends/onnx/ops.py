@@ -10,7 +10,7 @@ four sides, never `auto_pad` (ONNX's SAME_* differs from TensorFlow's rule for e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from archspec_onnx.builder import Builder, OnnxEmitError, Shape
 
 from archspec import ir
 from archspec.ir import Node
+from archspec.weights import PARAMETER, weight_name
 
 
 class ParamSource:
@@ -27,6 +28,7 @@ class ParamSource:
     def __init__(self, shapes: dict[str, Shape], values: dict[str, np.ndarray] | None) -> None:
         self.shapes = shapes
         self.values = values
+        self.read: set[str] = set()  # the WeightSet names some node has read
 
     def has(self, name: str) -> bool:
         return name in self.shapes
@@ -46,10 +48,19 @@ class OpContext:
 
     def param(self, tensor: str) -> str | None:
         """The initializer `<param_name>.<tensor>` (registered once), or None if absent."""
-        name = f"{self.node.param_name}.{tensor}"
+        name = weight_name(self.node.param_name or "", tensor)
         if self.node.param_name is None or not self.params.has(name):
             return None
-        return self.b.initializer(name, self.params.value(name))
+        self.params.read.add(name)
+        onnx_name = initializer_name(name, {self.node.param_name})
+        return self.b.initializer(onnx_name, self.params.value(name))
+
+
+def initializer_name(weight: str, param_names: Collection[str]) -> str:
+    """The initializer holding WeightSet tensor `weight`: the same name, except for a
+    parameter named by its node alone (a scale's factor), whose name the node's output
+    already has: it lives under the node, `features.0.layer_scale/weight`."""
+    return f"{weight}/weight" if weight in param_names else weight
 
 
 Printer = Callable[[OpContext, Any], str]
@@ -348,3 +359,10 @@ def _layer_norm(ctx: OpContext, op: ir.LayerNorm) -> str:
     x = ctx.b.node("Transpose", ctx.inputs, suffix="nhwc", perm=[0, 2, 3, 1])
     x = ctx.b.node("LayerNormalization", [x, scale, shift], suffix="norm", axis=-1, epsilon=op.eps)
     return ctx.b.node("Transpose", [x], ctx.output, perm=[0, 3, 1, 2])
+
+
+@printer("scale")
+def _scale(ctx: OpContext, op: ir.Scale) -> str:
+    weight = ctx.param(PARAMETER)  # (C, 1, 1) or (C,): broadcasts over NCHW as stored
+    assert weight is not None
+    return ctx.b.node("Mul", [ctx.inputs[0], weight], ctx.output)

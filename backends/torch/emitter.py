@@ -122,6 +122,12 @@ class Container:
         return Call("nn.ModuleDict", (Call("", entries, "{}"),))
 
 
+PARAMETER_PLACE = (
+    "'{key}': a scale's factor is an nn.Parameter of the module around it in torch "
+    "(torchvision's layer_scale), and an nn.Sequential, nn.ModuleDict or loop cannot hold "
+    "one; put the item directly in a block's (or the model's) body"
+)
+
 MIN_RUN = 3  # stages at least this long are written as comprehensions, like _make_layer
 
 
@@ -294,6 +300,8 @@ class ClassPrinter:
                 self.shared[step.share] = self.root.add(step.share, printed.module)
             ref = self.shared[step.share]
             self.stmt(body, ins, out, lambda xs: Call(ref, tuple(xs)))
+        elif printed.parameter is not None:
+            self.add_parameter(container, step, printed, body)
         elif (
             printed.call is None
             or kind in STATEFUL
@@ -308,8 +316,24 @@ class ClassPrinter:
             s = self.stmt(body, ins, out, printed.call)
             s.inplace = printed.inplace if len(ins) <= 2 else None
 
+    def add_parameter(
+        self, container: Container, step: OpStep, printed: Printed, body: list[Any]
+    ) -> None:
+        """A bare nn.Parameter member (a scale), which only a module's own attribute can be."""
+        assert printed.module is not None and printed.parameter is not None
+        if not container.in_class:
+            raise TorchEmitError(PARAMETER_PLACE.format(key=step.key))
+        ref = container.add(step.key, printed.module, step.cond)
+        ins = [self.slot(v) for v in step.inputs]
+        call = printed.parameter
+        self.stmt(
+            body, ins, self.slot(step.out), lambda xs: call(ref, xs), ref if step.cond else None
+        )
+
     def member_code(self, step: Step) -> Code:
         """The step as one module (inside an nn.Sequential): chains only."""
+        if isinstance(step, OpStep) and self.printed(step).parameter is not None:
+            raise TorchEmitError(PARAMETER_PLACE.format(key=step.key))
         if isinstance(step, OpStep):
             module = self.printed(step).module
             assert module is not None  # chains hold single-input ops, which all have one

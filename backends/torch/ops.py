@@ -29,6 +29,9 @@ class Printed:
     # The same op as an in-place statement on its first input (`out += identity`), which the
     # emitter uses when that input is a fresh tensor nothing else reads (torchvision's style).
     inplace: Callable[[Sequence[str]], str] | None = None
+    # An op whose member is a bare nn.Parameter (`module` builds it), used in forward as
+    # `parameter(ref, inputs)`: torchvision keeps ConvNeXt's layer_scale on the block itself.
+    parameter: Callable[[str, Sequence[str]], Code] | None = None
 
 
 Printer = Callable[[ir.Op, Args], Printed]
@@ -283,6 +286,14 @@ def _layer_norm(op: ir.Op, a: Args) -> Printed:
     args: list[Code | Kw] = [a["num_features"], *kw(a, "eps", "eps", 1e-5)]
     args += kw(a, "elementwise_affine", "affine", True)
     return Printed(Call(cls, tuple(args)), None, frozenset(needs))
+
+
+@printer("scale")
+def _scale(op: ir.Op, a: Args) -> Printed:
+    assert isinstance(op, ir.Scale)
+    shape = f"({a['num_features']}, 1, 1)" if op.rank == 3 else f"({a['num_features']},)"
+    weight = Call("nn.Parameter", (Call("torch.full", (shape, a["init_value"])),))
+    return Printed(weight, None, parameter=lambda ref, xs: f"{ref} * {xs[0]}")
 
 
 @printer("silu")

@@ -90,6 +90,7 @@ class Member:
     key: str
     code: Code
     cond: str | None = None
+    parameter: bool = False  # an nn.Parameter (a scale's factor), not a submodule
 
 
 class Container:
@@ -101,7 +102,7 @@ class Container:
         self.members: list[Member] = []
         self.keys: set[str] = set()
 
-    def add(self, key: str, code: Code, cond: str | None = None) -> str:
+    def add(self, key: str, code: Code, cond: str | None = None, parameter: bool = False) -> str:
         if key in self.keys:
             raise TorchEmitError(f"two submodules named '{key}' in {self.access}")
         if self.in_class and key in MODULE_ATTRS:
@@ -109,7 +110,7 @@ class Container:
                 f"item name '{key}' collides with torch.nn.Module.{key}; rename it in the spec"
             )
         self.keys.add(key)
-        self.members.append(Member(key, code, cond))
+        self.members.append(Member(key, code, cond, parameter))
         return self.ref(key)
 
     def ref(self, key: str) -> str:
@@ -323,7 +324,7 @@ class ClassPrinter:
         assert printed.module is not None and printed.parameter is not None
         if not container.in_class:
             raise TorchEmitError(PARAMETER_PLACE.format(key=step.key))
-        ref = container.add(step.key, printed.module, step.cond)
+        ref = container.add(step.key, printed.module, step.cond, parameter=True)
         ins = [self.slot(v) for v in step.inputs]
         call = printed.parameter
         self.stmt(
@@ -450,7 +451,8 @@ class ClassPrinter:
             if m.key.isidentifier():
                 target, close = f"self.{m.key} = ", ""
             else:
-                target, close = f"self.add_module({py_str(m.key)}, ", ")"
+                register = "register_parameter" if m.parameter else "add_module"
+                target, close = f"self.{register}({py_str(m.key)}, ", ")"
             if m.cond is None:
                 lines += layout(target, m.code, close, base=8)
                 continue

@@ -42,6 +42,7 @@ OP_DOCS: dict[str, str] = {
     "channel_shuffle": "ShuffleNet's channel shuffle: (groups, C/groups) transposed, C order",
     "layer_norm": "layer normalization over the channels of each pixel (ConvNeXt's LayerNorm2d)",
     "scale": "a learnable factor per channel, x * weight (ConvNeXt's layer scale)",
+    "chunk": "part index of chunks equal channel parts (x.chunk(chunks, dim=1)[index])",
     "mul": "elementwise product of 2 inputs; H and W broadcast ((C, 1, 1) gates (C, H, W))",
 }
 
@@ -90,6 +91,7 @@ _ALIASES: dict[str, Alias] = {
     "multiply": _same("mul"),
     "droppath": _same("stochastic_depth"),
     "shuffle": _same("channel_shuffle"),
+    "split": _same("chunk", "(one item per part: {op: chunk, chunks: 2, index: 0}, ...)"),
     "layerscale": _same("scale", "(init_value: 1.0e-6 for ConvNeXt)"),
     "reshape": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "view": _missing("reshape: only 'flatten' (C, H, W order) exists"),

@@ -278,6 +278,15 @@ class Scale(IRModel):
         return (self.num_features, 1, 1) if self.rank == 3 else (self.num_features,)
 
 
+class Chunk(IRModel):
+    """Part `index` of `chunks` equal parts of the channels (torch's `x.chunk(chunks, 1)`,
+    ShuffleNetV2's split): channels [index * C / chunks, (index + 1) * C / chunks)."""
+
+    kind: Literal["chunk"] = "chunk"
+    chunks: PositiveInt
+    index: NonNegativeInt
+
+
 Op = Annotated[
     Input
     | Conv2d
@@ -307,7 +316,8 @@ Op = Annotated[
     | StochasticDepth
     | ChannelShuffle
     | LayerNorm
-    | Scale,
+    | Scale
+    | Chunk,
     Field(discriminator="kind"),
 ]
 OP_KINDS: tuple[str, ...] = tuple(

@@ -466,3 +466,18 @@ def _scale(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
         rank=len(shapes[0]),
     )
     return op, shapes[0]
+
+
+@rule("chunk")
+def _chunk(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    if len(shapes[0]) not in (1, 3):
+        raise OpError(None, f"chunk needs (C, H, W) or (features,), got {fmt_shape(shapes[0])}")
+    c = shapes[0][0]
+    chunks, index = f["chunks"], f["index"]
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks <= 0:
+        raise OpError("chunks", f"expected a positive int, got {chunks!r}")
+    if c % chunks:
+        raise OpError("chunks", f"chunks={chunks} must divide the {c} input channels")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < chunks:
+        raise OpError("index", f"expected an int from 0 to {chunks - 1}, got {index!r}")
+    return ir.Chunk(chunks=chunks, index=index), (c // chunks, *shapes[0][1:])

@@ -350,6 +350,14 @@ class LayerNormOp(OpItemBase):
     affine: BoolLike | None = Field(default=None, description="learn weight and bias per channel")
 
 
+class ChunkOp(OpItemBase):
+    ir_kind: ClassVar[str] = "chunk"
+    ir_fields: ClassVar[Mapping[str, str]] = {"chunks": "chunks", "index": "index"}
+    op: Literal["chunk"]
+    chunks: IntLike = Field(description="equal parts the channels are split into")
+    index: IntLike = Field(description="which part this item is (0-based)")
+
+
 class ScaleOp(OpItemBase):
     ir_kind: ClassVar[str] = "scale"
     ir_fields: ClassVar[Mapping[str, str]] = {"init_value": "init_value"}
@@ -388,7 +396,8 @@ OpItem = Annotated[
     | StochasticDepthOp
     | ChannelShuffleOp
     | LayerNormOp
-    | ScaleOp,
+    | ScaleOp
+    | ChunkOp,
     Field(discriminator="op"),
 ]
 OP_MODELS: dict[str, type[OpItemBase]] = {

@@ -2,7 +2,7 @@
 the ONNX model.
 
 Hypothesis writes chains of conv / pool / batch_norm / activation items (every activation,
-the spec language v2 ops too: clips, stochastic depth, channel shuffle, layer norm, scale,
+the spec language v2 ops too: clips, stochastic depth, channel shuffle, chunk, layer norm, scale,
 a squeeze-and-excitation gate; random kernels,
 strides, dilations, groups, and every padding form: int, [h, w], per-side, same, valid;
 ceil_mode), sometimes an inline repeat, a residual block with a shared conv, a dense head. Any
@@ -100,6 +100,7 @@ SIMPLE = st.sampled_from(
         {"op": "channel_shuffle", "groups": 2},
         {"op": "layer_norm"},
         {"op": "scale", "init_value": 0.5},
+        {"op": "chunk", "chunks": 2, "index": 1},
         {"gate": {"block": "Gate"}},  # squeeze-and-excitation: a (C, 1, 1) mul
     ]
 )

@@ -526,3 +526,86 @@ def test_torch_refuses_a_scale_inside_a_sequential_scope(tmp_path: Path) -> None
     ):
         source(path, "torch")
     assert "Scale(" in source(path, "keras")  # other backends are fine with it
+
+
+# ---------------------------------------------------------------------------- chunk (split)
+
+
+def shufflenet_net() -> dict[str, Any]:
+    """torchvision's ShuffleNetV2 InvertedResidual with stride 1: `x1, x2 = x.chunk(2,
+    dim=1)`, `cat((x1, branch2(x2)), dim=1)`, `channel_shuffle(out, 2)`; one item per part."""
+    return {
+        "inputs": {"image": [8, 5, 5]},
+        "blocks": {
+            "InvertedResidual": {
+                "body": [
+                    {"x1": {"op": "chunk", "chunks": 2, "index": 0, "input": "input"}},
+                    {"x2": {"op": "chunk", "chunks": 2, "index": 1, "input": "input"}},
+                    {
+                        "name": "branch2",
+                        "input": "x2",
+                        "body": [
+                            {"op": "conv", "out": 4, "kernel": 1, "bias": False},
+                            {"op": "batch_norm"},
+                            {"op": "relu"},
+                            {"op": "conv", "out": 4, "kernel": 3, "padding": 1, "groups": 4},
+                            {"op": "batch_norm"},
+                        ],
+                    },
+                    {"cat": {"op": "concat", "inputs": ["x1", "branch2"]}},
+                    {"shuffle": {"op": "channel_shuffle", "groups": 2}},
+                ]
+            }
+        },
+        "body": [
+            {"stage": {"block": "InvertedResidual", "repeat": 2}},
+            {"tail": {"body": [{"op": "chunk", "chunks": 4, "index": 3}, {"op": "relu"}]}},
+        ],
+    }
+
+
+def test_chunk_splits_channels_as_shufflenet_in_every_backend(tmp_path: Path) -> None:
+    path = write(tmp_path, shufflenet_net())
+    graph = lower(load(path))
+    assert graph.node("stage.0.x2").shape == (4, 5, 5)
+    assert graph.node("tail.0").shape == (2, 5, 5)
+    torch_src = source(path, "torch")
+    assert "x.chunk(2, dim=1)[0]" in torch_src
+    assert "nn.Conv2d(in_channels // 2, 4, kernel_size=1" in torch_src
+    assert "ChannelChunk(4, 3)" in torch_src  # inside the tail's nn.Sequential
+    assert 'ChannelChunk(2, 1, name=f"{name}_x2")' in source(path, "keras")
+    for mode in ("inference", "train"):
+        assert_backends_agree(path, mode=mode)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_chunk_is_the_channel_range(index: int, tmp_path: Path) -> None:
+    body = [{"part": {"op": "chunk", "chunks": 3, "index": index}}]
+    path = write(tmp_path, {"inputs": {"image": [6, 2, 3]}, "body": body})
+    x = knees((6, 2, 3))
+    for name, value in outputs(path, x).items():
+        np.testing.assert_array_equal(value, x[:, 2 * index : 2 * index + 2], name)
+
+
+def test_an_unused_chunk_is_warned_about(tmp_path: Path) -> None:
+    body = [
+        {"x1": {"op": "chunk", "chunks": 2, "index": 0}},
+        {"x2": {"op": "chunk", "chunks": 2, "index": 1, "input": "image"}},
+    ]
+    path = write(tmp_path, {"inputs": {"image": [4, 2, 2]}, "body": body})
+    messages = [w.message for w in lower(load(path)).warnings]
+    assert any("'x1' is never used" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"chunks": 3, "index": 0}, r"part\.chunks: chunks=3 must divide the 4 input channels"),
+        ({"chunks": 2, "index": 2}, r"part\.index: expected an int from 0 to 1, got 2"),
+    ],
+)
+def test_chunk_fields_are_checked(fields: dict[str, int], message: str, tmp_path: Path) -> None:
+    body = [{"part": {"op": "chunk", **fields}}]
+    path = write(tmp_path, {"inputs": {"image": [4, 2, 2]}, "body": body})
+    with pytest.raises(SpecError, match=message):
+        lower(load(path))

@@ -539,6 +539,11 @@ class ClassWalker:
             for part in parts[1:]:
                 total = Binary("+", total, part)  # type: ignore[arg-type]
             return total if free_names(total) else Num(evaluate(total, {}))
+        if isinstance(op, ir.Chunk):  # one of `chunks` equal parts of the channels
+            chunks, chan = fields["chunks"].value, sources[0].chan
+            if chunks is VARIES or chan is None:
+                return None
+            return chan if chunks == 1 else Binary("//", chan, Num(chunks))
         if isinstance(op, ir.Flatten):
             spatial = {self.graph.node(n.inputs[0]).shape[1:] for n in nodes}
             chan = sources[0].chan

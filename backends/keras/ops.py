@@ -407,6 +407,12 @@ def _scale(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("Scale", *args, name=name),), needs=frozenset({"Scale"}))
 
 
+@printer("chunk")
+def _chunk(op: ir.Op, a: Args, name: str) -> Layers:
+    layer = named("ChannelChunk", a["chunks"], a["index"], name=name)
+    return Layers((layer,), needs=frozenset({"ChannelChunk"}))
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("layers.Activation", '"silu"', name=name),))

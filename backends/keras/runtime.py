@@ -308,3 +308,21 @@ class Scale(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "init_value": self.init_value}
+
+
+@keras.saving.register_keras_serializable(package="archspec")
+class ChannelChunk(keras.layers.Layer):
+    """Part `index` of `chunks` equal parts of the channels (the last axis), as torch's
+    `x.chunk(chunks, dim=1)[index]` in NCHW."""
+
+    def __init__(self, chunks, index, **kwargs):
+        super().__init__(**kwargs)
+        self.chunks = chunks
+        self.index = index
+
+    def call(self, x):
+        size = x.shape[-1] // self.chunks
+        return x[..., self.index * size : (self.index + 1) * size]
+
+    def get_config(self):
+        return {**super().get_config(), "chunks": self.chunks, "index": self.index}

@@ -366,3 +366,12 @@ def _scale(ctx: OpContext, op: ir.Scale) -> str:
     weight = ctx.param(PARAMETER)  # (C, 1, 1) or (C,): broadcasts over NCHW as stored
     assert weight is not None
     return ctx.b.node("Mul", [ctx.inputs[0], weight], ctx.output)
+
+
+@printer("chunk")
+def _chunk(ctx: OpContext, op: ir.Chunk) -> str:
+    size = ctx.in_shapes[0][0] // op.chunks
+    starts = ctx.b.constant("starts", np.array([op.index * size], np.int64))
+    ends = ctx.b.constant("ends", np.array([(op.index + 1) * size], np.int64))
+    axes = ctx.b.constant("axes", np.array([1], np.int64))
+    return ctx.b.node("Slice", [ctx.inputs[0], starts, ends, axes], ctx.output)

@@ -604,6 +604,7 @@ HELPERS = (
     "variance_scaling",
     "StochasticDepth",
     "LayerNorm2d",
+    "ChannelChunk",
 )
 
 

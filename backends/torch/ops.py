@@ -296,6 +296,16 @@ def _scale(op: ir.Op, a: Args) -> Printed:
     return Printed(weight, None, parameter=lambda ref, xs: f"{ref} * {xs[0]}")
 
 
+@printer("chunk")
+def _chunk(op: ir.Op, a: Args) -> Printed:
+    chunks, index = a["chunks"], a["index"]
+    return Printed(
+        Call("ChannelChunk", (chunks, index)),  # inside an nn.Sequential only
+        lambda xs: f"{xs[0]}.chunk({chunks}, dim=1)[{index}]",
+        frozenset({"ChannelChunk"}),
+    )
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args) -> Printed:
     return replace(_activation("nn.SiLU", "F.silu"), inplace=_inplace("F.silu"))

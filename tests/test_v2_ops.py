@@ -609,3 +609,20 @@ def test_chunk_fields_are_checked(fields: dict[str, int], message: str, tmp_path
     path = write(tmp_path, {"inputs": {"image": [4, 2, 2]}, "body": body})
     with pytest.raises(SpecError, match=message):
         lower(load(path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [convnext_net, shufflenet_net])
+def test_generated_v2_helpers_script_and_compile(make: Any, tmp_path: Path) -> None:
+    """StochasticDepth, LayerNorm2d, ChannelChunk and a scale's nn.Parameter work under
+    TorchScript and torch.compile(fullgraph=True), with the eager model's outputs."""
+    import torch
+    from archspec_torch import generate_module as torch_module
+
+    module, graph = torch_module(write(tmp_path, make()), directory=tmp_path)
+    model = getattr(module, graph.name)().eval()
+    x = torch.randn(2, *graph.node(graph.inputs[0]).shape)
+    with torch.no_grad():
+        want = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), want, rtol=0, atol=0)
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), want)

@@ -23,8 +23,10 @@ def op_param_count(op: ir.Op, in_shape: Shape) -> int:
         )
     if isinstance(op, ir.Linear):
         return op.out_features * op.in_features + (op.out_features if op.bias else 0)
-    if isinstance(op, ir.BatchNorm):
+    if isinstance(op, ir.BatchNorm | ir.LayerNorm):
         return 2 * op.num_features if op.affine else 0
+    if isinstance(op, ir.Scale):
+        return op.num_features
     return 0
 
 

@@ -32,6 +32,18 @@ OP_DOCS: dict[str, str] = {
     "add": "elementwise sum of 2 or more inputs of equal shape (no broadcasting)",
     "concat": "concatenation of 2 or more inputs along channels",
     "pad": "constant padding of H and W (Keras ZeroPadding2D when value is 0)",
+    "relu6": "min(max(x, 0), 6): a clip to [0, 6] (MobileNet's activation)",
+    "clip": "min(max(x, min), max) (hardtanh with min -1, max 1)",
+    "hardswish": "x * relu6(x + 3) / 6 (PyTorch's Hardswish)",
+    "hardsigmoid": "relu6(x + 3) / 6 (PyTorch's; not old Keras's 0.2 * x + 0.5)",
+    "silu": "x * sigmoid(x) (swish)",
+    "stochastic_depth": "identity at inference; drops whole samples with probability rate in "
+    "training (torchvision's row mode)",
+    "channel_shuffle": "ShuffleNet's channel shuffle: (groups, C/groups) transposed, C order",
+    "layer_norm": "layer normalization over the channels of each pixel (ConvNeXt's LayerNorm2d)",
+    "scale": "a learnable factor per channel, x * weight (ConvNeXt's layer scale)",
+    "chunk": "part index of chunks equal channel parts (x.chunk(chunks, dim=1)[index])",
+    "mul": "elementwise product of 2 inputs; H and W broadcast ((C, 1, 1) gates (C, H, W))",
 }
 
 
@@ -56,26 +68,15 @@ def _missing(note: str) -> Alias:
 
 # Keys are normalized by `_key` (lower case, no '_', '-' or spaces).
 _ALIASES: dict[str, Alias] = {
-    "relu6": _missing(
-        "ReLU6 is min(max(x, 0), 6), a clip with min 0 and max 6; 'relu' does not clip"
-    ),
-    "hardswish": _missing("hardswish is x * relu6(x + 3) / 6"),
-    "hardsigmoid": _missing(
-        "hard sigmoid is relu6(x + 3) / 6 in PyTorch (0.2 * x + 0.5, clipped, in old Keras); "
-        "'sigmoid' is another function"
-    ),
-    "hardtanh": _missing("hardtanh clips to [-1, 1] (a clip); 'tanh' is another function"),
-    "clip": _missing("a clip (clamp) to [min, max]"),
-    "clamp": _missing("a clip (clamp) to [min, max]"),
-    "silu": _missing("SiLU is x * sigmoid(x)"),
-    "swish": _missing("swish is x * sigmoid(x) (SiLU)"),
+    "hardtanh": _same("clip", "with min: -1, max: 1 (hardtanh's defaults)"),
+    "clamp": _same("clip"),
+    "swish": _same("silu"),
     "mish": _missing("mish is x * tanh(softplus(x))"),
     "elu": _missing("ELU is x if x > 0 else alpha * (exp(x) - 1); 'relu' is another function"),
     "selu": _missing("SELU is a scaled ELU; 'relu' is another function"),
     "prelu": _missing("PReLU learns its negative slope; 'leaky_relu' has a fixed slope"),
     "softplus": _missing("softplus is log(1 + exp(x))"),
     "logsoftmax": _missing("log-softmax"),
-    "layernorm": _missing("layer normalization; 'batch_norm' normalizes over the batch"),
     "groupnorm": _missing("group normalization; 'batch_norm' normalizes over the batch"),
     "instancenorm": _missing("instance normalization; 'batch_norm' normalizes over the batch"),
     "localresponsenorm": _missing("local response normalization"),
@@ -87,8 +88,11 @@ _ALIASES: dict[str, Alias] = {
     "upsampling2d": _missing("upsampling (nearest or bilinear resize)"),
     "interpolate": _missing("resizing (nearest or bilinear)"),
     "resize": _missing("resizing (nearest or bilinear)"),
-    "mul": _missing("elementwise multiplication (squeeze-and-excitation's gate)"),
-    "multiply": _missing("elementwise multiplication (squeeze-and-excitation's gate)"),
+    "multiply": _same("mul"),
+    "droppath": _same("stochastic_depth"),
+    "shuffle": _same("channel_shuffle"),
+    "split": _same("chunk", "(one item per part: {op: chunk, chunks: 2, index: 0}, ...)"),
+    "layerscale": _same("scale", "(init_value: 1.0e-6 for ConvNeXt)"),
     "reshape": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "view": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "spatialdropout": _missing("channel dropout: 'dropout' drops single elements"),

@@ -198,6 +198,95 @@ class Pad2d(IRModel):
     value: float = 0.0
 
 
+# ---------------------------------------------------------------------------- spec language v2
+
+
+class Clip(IRModel):
+    """min(max(x, min_val), max_val): ReLU6 is Clip(0, 6), hardtanh Clip(-1, 1)."""
+
+    kind: Literal["clip"] = "clip"
+    min_val: float
+    max_val: float
+
+
+class Hardswish(IRModel):
+    """x * relu6(x + 3) / 6 (PyTorch's Hardswish)."""
+
+    kind: Literal["hardswish"] = "hardswish"
+
+
+class Hardsigmoid(IRModel):
+    """relu6(x + 3) / 6 (PyTorch's; not Keras 2's clip(0.2 * x + 0.5, 0, 1))."""
+
+    kind: Literal["hardsigmoid"] = "hardsigmoid"
+
+
+class SiLU(IRModel):
+    """x * sigmoid(x) (swish)."""
+
+    kind: Literal["silu"] = "silu"
+
+
+class Mul(IRModel):
+    """Elementwise product of two inputs of equal rank and channels; H and W broadcast
+    numpy-style (a (C, 1, 1) gate scales a (C, H, W) map: squeeze-and-excitation)."""
+
+    kind: Literal["mul"] = "mul"
+
+
+class StochasticDepth(IRModel):
+    """Identity at inference. In training (torchvision's stochastic_depth), each sample
+    (`row`) or the whole batch (`batch`) is zeroed with probability `rate`, and what is
+    kept is divided by 1 - rate."""
+
+    kind: Literal["stochastic_depth"] = "stochastic_depth"
+    rate: float
+    mode: Literal["row", "batch"] = "row"
+
+
+class ChannelShuffle(IRModel):
+    """torchvision's ShuffleNetV2 channel_shuffle: view (groups, C / groups), transpose,
+    flatten; output channel j * groups + i is input channel i * (C / groups) + j."""
+
+    kind: Literal["channel_shuffle"] = "channel_shuffle"
+    groups: PositiveInt
+
+
+class LayerNorm(IRModel):
+    """Layer normalization over the channel axis alone: for (C, H, W) each pixel's C values
+    (ConvNeXt's LayerNorm2d: channels-last layer_norm), for (F,) the features. Biased
+    variance, `eps` inside the square root, then weight and bias per channel (affine)."""
+
+    kind: Literal["layer_norm"] = "layer_norm"
+    num_features: PositiveInt
+    eps: float
+    affine: bool = True
+
+
+class Scale(IRModel):
+    """A learnable per-channel multiplier (ConvNeXt's layer scale): x * weight, the weight
+    a parameter of its own, shaped to broadcast over the input in NCHW: (C, 1, 1) for a
+    (C, H, W) input (`rank` 3, torchvision's `layer_scale`), (F,) for features (`rank` 1)."""
+
+    kind: Literal["scale"] = "scale"
+    num_features: PositiveInt
+    init_value: float = 1.0
+    rank: Literal[1, 3] = 3
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        return (self.num_features, 1, 1) if self.rank == 3 else (self.num_features,)
+
+
+class Chunk(IRModel):
+    """Part `index` of `chunks` equal parts of the channels (torch's `x.chunk(chunks, 1)`,
+    ShuffleNetV2's split): channels [index * C / chunks, (index + 1) * C / chunks)."""
+
+    kind: Literal["chunk"] = "chunk"
+    chunks: PositiveInt
+    index: NonNegativeInt
+
+
 Op = Annotated[
     Input
     | Conv2d
@@ -218,7 +307,17 @@ Op = Annotated[
     | Dropout
     | Add
     | Concat
-    | Pad2d,
+    | Pad2d
+    | Clip
+    | Hardswish
+    | Hardsigmoid
+    | SiLU
+    | Mul
+    | StochasticDepth
+    | ChannelShuffle
+    | LayerNorm
+    | Scale
+    | Chunk,
     Field(discriminator="kind"),
 ]
 OP_KINDS: tuple[str, ...] = tuple(

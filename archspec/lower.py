@@ -20,7 +20,7 @@ from archspec.errors import LimitError, Path, SpecError, SpecWarning, suggest
 from archspec.expr import Expr, ExprError, evaluate, expression_text, names, parse
 from archspec.ir import Graph, Node, ScopeInfo, Shape, SourceRef
 from archspec.limits import LIMITS, describe
-from archspec.ops import ARITY, BUILTIN_DEFAULTS, RULES, OpError, fmt_shape
+from archspec.ops import ARITY, BUILTIN_DEFAULTS, RULES, OpError, broadcast, fmt_shape
 from archspec.params import check_value, coerce, describe_value
 from archspec.registry import Located, ResolvedSpec
 from archspec.source import Source
@@ -455,6 +455,14 @@ class Lowerer:
                     path,
                     f"add of mismatched shapes: '{first}' is {fmt_shape(first_shape)} but "
                     f"'{other}' is {fmt_shape(shape)}",
+                )
+            if op == "mul" and broadcast(first_shape, shape) is None:
+                raise self.error(
+                    ctx.source,
+                    path,
+                    f"mul of shapes that do not broadcast: '{first}' is {fmt_shape(first_shape)} "
+                    f"but '{other}' is {fmt_shape(shape)} (channels must be equal, H and W "
+                    "equal or 1)",
                 )
             if op == "concat" and (len(shape) != len(first_shape) or shape[1:] != first_shape[1:]):
                 raise self.error(

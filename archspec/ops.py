@@ -36,6 +36,9 @@ BUILTIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "global_max_pool": {"keepdims": False},
     "gelu": {"approximate": "none"},
     "pad": {"value": 0.0},
+    "stochastic_depth": {"mode": "row"},
+    "layer_norm": {"eps": 1e-5, "affine": True},
+    "scale": {"init_value": 1.0},
 }
 
 
@@ -385,3 +388,96 @@ def _add(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
 @rule("concat", arity=(2, None))
 def _concat(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
     return ir.Concat(), (sum(s[0] for s in shapes), *shapes[0][1:])
+
+
+# ---------------------------------------------------------------------------- spec language v2
+
+_simple("relu6", lambda f: ir.Clip(min_val=0.0, max_val=6.0))
+_simple("hardswish", lambda f: ir.Hardswish())
+_simple("hardsigmoid", lambda f: ir.Hardsigmoid())
+_simple("silu", lambda f: ir.SiLU())
+
+
+@rule("clip")
+def _clip(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    low, high = number(f["min"], "min"), number(f["max"], "max")
+    if high <= low:
+        raise OpError("max", f"max must be greater than min ({low}), got {high}")
+    return ir.Clip(min_val=low, max_val=high), shapes[0]
+
+
+def broadcast(a: Shape, b: Shape) -> Shape | None:
+    """The shape of `a * b`: equal rank and channels, H and W equal or 1 (numpy's rule
+    over the spatial axes); None when they do not broadcast."""
+    if len(a) != len(b) or a[0] != b[0]:
+        return None
+    if any(x != y and 1 not in (x, y) for x, y in zip(a[1:], b[1:], strict=True)):
+        return None
+    return (a[0], *(max(x, y) for x, y in zip(a[1:], b[1:], strict=True)))
+
+
+@rule("mul", arity=(2, 2))
+def _mul(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    shape = broadcast(shapes[0], shapes[1])
+    assert shape is not None  # the lowering checks the operands first, naming them
+    return ir.Mul(), shape
+
+
+@rule("stochastic_depth")
+def _stochastic_depth(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    rate = number(f["rate"], "rate", low=0, high=1)
+    if rate == 1:
+        raise OpError("rate", "rate 1 drops every sample in training; use a rate below 1")
+    return ir.StochasticDepth(rate=rate, mode=f["mode"]), shapes[0]
+
+
+@rule("channel_shuffle")
+def _channel_shuffle(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    c, _, _ = spatial(shapes[0], "channel_shuffle")
+    groups = f["groups"]
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
+        raise OpError("groups", f"expected a positive int, got {groups!r}")
+    if c % groups:
+        raise OpError("groups", f"groups={groups} must divide the {c} input channels")
+    return ir.ChannelShuffle(groups=groups), shapes[0]
+
+
+@rule("layer_norm")
+def _layer_norm(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    if len(shapes[0]) not in (1, 3):
+        raise OpError(
+            None, f"layer_norm needs (C, H, W) or (features,), got {fmt_shape(shapes[0])}"
+        )
+    op = ir.LayerNorm(
+        num_features=shapes[0][0],
+        eps=number(f["eps"], "eps", low=0, low_open=True),
+        affine=flag(f["affine"], "affine"),
+    )
+    return op, shapes[0]
+
+
+@rule("scale")
+def _scale(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    if len(shapes[0]) not in (1, 3):
+        raise OpError(None, f"scale needs (C, H, W) or (features,), got {fmt_shape(shapes[0])}")
+    op = ir.Scale(
+        num_features=shapes[0][0],
+        init_value=number(f["init_value"], "init_value"),
+        rank=len(shapes[0]),
+    )
+    return op, shapes[0]
+
+
+@rule("chunk")
+def _chunk(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    if len(shapes[0]) not in (1, 3):
+        raise OpError(None, f"chunk needs (C, H, W) or (features,), got {fmt_shape(shapes[0])}")
+    c = shapes[0][0]
+    chunks, index = f["chunks"], f["index"]
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks <= 0:
+        raise OpError("chunks", f"expected a positive int, got {chunks!r}")
+    if c % chunks:
+        raise OpError("chunks", f"chunks={chunks} must divide the {c} input channels")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < chunks:
+        raise OpError("index", f"expected an int from 0 to {chunks - 1}, got {index!r}")
+    return ir.Chunk(chunks=chunks, index=index), (c // chunks, *shapes[0][1:])

@@ -292,6 +292,81 @@ class PadOp(OpItemBase):
     value: FloatLike | None = None
 
 
+class Relu6Op(OpItemBase):
+    ir_kind: ClassVar[str] = "clip"
+    op: Literal["relu6"]
+
+
+class ClipOp(OpItemBase):
+    ir_kind: ClassVar[str] = "clip"
+    ir_fields: ClassVar[Mapping[str, str]] = {"min_val": "min", "max_val": "max"}
+    op: Literal["clip"]
+    min: FloatLike = Field(description="lower bound (hardtanh: -1)")
+    max: FloatLike = Field(description="upper bound, > min (hardtanh: 1)")
+
+
+class HardswishOp(OpItemBase):
+    ir_kind: ClassVar[str] = "hardswish"
+    op: Literal["hardswish"]
+
+
+class HardsigmoidOp(OpItemBase):
+    ir_kind: ClassVar[str] = "hardsigmoid"
+    op: Literal["hardsigmoid"]
+
+
+class SiluOp(OpItemBase):
+    ir_kind: ClassVar[str] = "silu"
+    op: Literal["silu"]
+
+
+class MulOp(OpItemBase):
+    ir_kind: ClassVar[str] = "mul"
+    op: Literal["mul"]
+
+
+class StochasticDepthOp(OpItemBase):
+    ir_kind: ClassVar[str] = "stochastic_depth"
+    ir_fields: ClassVar[Mapping[str, str]] = {"rate": "rate"}
+    op: Literal["stochastic_depth"]
+    rate: FloatLike = Field(description="probability of dropping a sample's branch, in [0, 1)")
+    mode: Literal["row", "batch"] | None = Field(
+        default=None, description="row: per sample (default); batch: the whole batch at once"
+    )
+
+
+class ChannelShuffleOp(OpItemBase):
+    ir_kind: ClassVar[str] = "channel_shuffle"
+    ir_fields: ClassVar[Mapping[str, str]] = {"groups": "groups"}
+    op: Literal["channel_shuffle"]
+    groups: IntLike = Field(description="must divide the channels")
+
+
+class LayerNormOp(OpItemBase):
+    ir_kind: ClassVar[str] = "layer_norm"
+    ir_fields: ClassVar[Mapping[str, str]] = {"eps": "eps", "affine": "affine"}
+    op: Literal["layer_norm"]
+    eps: FloatLike | None = Field(default=None, description="added to the variance (1e-5)")
+    affine: BoolLike | None = Field(default=None, description="learn weight and bias per channel")
+
+
+class ChunkOp(OpItemBase):
+    ir_kind: ClassVar[str] = "chunk"
+    ir_fields: ClassVar[Mapping[str, str]] = {"chunks": "chunks", "index": "index"}
+    op: Literal["chunk"]
+    chunks: IntLike = Field(description="equal parts the channels are split into")
+    index: IntLike = Field(description="which part this item is (0-based)")
+
+
+class ScaleOp(OpItemBase):
+    ir_kind: ClassVar[str] = "scale"
+    ir_fields: ClassVar[Mapping[str, str]] = {"init_value": "init_value"}
+    op: Literal["scale"]
+    init_value: FloatLike | None = Field(
+        default=None, description="every channel's initial factor (1.0; ConvNeXt: 1e-6)"
+    )
+
+
 OpItem = Annotated[
     ConvOp
     | LinearOp
@@ -311,7 +386,18 @@ OpItem = Annotated[
     | DropoutOp
     | AddOp
     | ConcatOp
-    | PadOp,
+    | PadOp
+    | Relu6Op
+    | ClipOp
+    | HardswishOp
+    | HardsigmoidOp
+    | SiluOp
+    | MulOp
+    | StochasticDepthOp
+    | ChannelShuffleOp
+    | LayerNormOp
+    | ScaleOp
+    | ChunkOp,
     Field(discriminator="op"),
 ]
 OP_MODELS: dict[str, type[OpItemBase]] = {

@@ -2,7 +2,10 @@
 
 Names are `f"{node.param_name}.{tensor}"` with torch's tensor names: `weight`/`bias` for
 conv (OIHW, groups folded into I) and linear ([out, in]); `weight`/`bias`/`running_mean`/
-`running_var` for batch norm. A shared-weight group appears once, under its param_name.
+`running_var` for batch norm; `weight`/`bias` (C,) for layer norm. A scale's factor is a
+parameter of its own, named `param_name` alone (torchvision's `layer_scale`), shaped
+(C, 1, 1) on (C, H, W) inputs and (F,) on features. A shared-weight group appears once,
+under its param_name.
 Backend adapters convert to and from their frameworks; this module never imports one.
 
 `WeightSet.random(graph, seed)` draws a deterministic, well-scaled set for parity tests:
@@ -25,6 +28,16 @@ from archspec.analysis import input_shape, param_sets
 from archspec.ir import Graph, Node
 
 Shape = tuple[int, ...]
+
+
+# The tensor name of a parameter that is its op's whole parameter set (a scale's factor):
+# its WeightSet name is the param_name itself.
+PARAMETER = ""
+
+
+def weight_name(param_name: str, tensor: str) -> str:
+    """`layer1.0.conv1` + `weight` -> `layer1.0.conv1.weight`; a PARAMETER is `param_name`."""
+    return param_name if tensor == PARAMETER else f"{param_name}.{tensor}"
 
 
 class WeightError(ValueError):
@@ -50,7 +63,16 @@ def _tensors(node: Node, graph: Graph) -> dict[str, Shape]:
         c = (op.num_features,)
         shapes = {"weight": c, "bias": c} if op.affine else {}
         return {**shapes, "running_mean": c, "running_var": c}
+    if isinstance(op, ir.LayerNorm):
+        return {"weight": (op.num_features,), "bias": (op.num_features,)} if op.affine else {}
+    if isinstance(op, ir.Scale):
+        return {PARAMETER: op.weight_shape}
     return {}
+
+
+def tensor_names(param_name: str, node: Node, graph: Graph) -> list[str]:
+    """The WeightSet names of one parameter set (`node` is its first user)."""
+    return [weight_name(param_name, tensor) for tensor in _tensors(node, graph)]
 
 
 def expected_shapes(graph: Graph) -> dict[str, Shape]:
@@ -58,7 +80,7 @@ def expected_shapes(graph: Graph) -> dict[str, Shape]:
     out: dict[str, Shape] = {}
     for prefix, node in param_sets(graph).items():
         for tensor, shape in _tensors(node, graph).items():
-            out[f"{prefix}.{tensor}"] = shape
+            out[weight_name(prefix, tensor)] = shape
     return out
 
 
@@ -106,10 +128,13 @@ class WeightSet(Mapping[str, np.ndarray]):
     def random(cls, graph: Graph, seed: int = 0) -> WeightSet:
         """Deterministic per (seed, name): adding a layer does not change the others."""
         arrays: dict[str, np.ndarray] = {}
-        owners = param_sets(graph)
-        for name, shape in expected_shapes(graph).items():
-            prefix, tensor = name.rsplit(".", 1)
-            node = owners[prefix]
+        tensors = [
+            (prefix, node, tensor, shape)
+            for prefix, node in param_sets(graph).items()
+            for tensor, shape in _tensors(node, graph).items()
+        ]
+        for prefix, node, tensor, shape in tensors:
+            name = weight_name(prefix, tensor)
             rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
             if isinstance(node.op, ir.BatchNorm):
                 low_high = {"weight": (0.5, 1.5), "bias": (-0.2, 0.2), "running_var": (0.5, 2.0)}
@@ -117,6 +142,10 @@ class WeightSet(Mapping[str, np.ndarray]):
                     value = rng.normal(0.0, 0.2, shape)
                 else:
                     value = rng.uniform(*low_high[tensor], shape)
+            elif isinstance(node.op, ir.Scale):  # factors around 1, not the init's 1e-6
+                value = rng.uniform(0.5, 1.5, shape)
+            elif isinstance(node.op, ir.LayerNorm):  # non-trivial, as BatchNorm's
+                value = rng.uniform(*{"weight": (0.5, 1.5), "bias": (-0.2, 0.2)}[tensor], shape)
             elif tensor == "weight":
                 value = rng.normal(0.0, math.sqrt(1.0 / _fan_in(node, graph)), shape)
             else:

@@ -20,7 +20,7 @@ from archspec_keras.weights import load_into as keras_load_into
 from archspec_torch import generate_module as torch_module
 from archspec_torch.weights import load_into as torch_load_into
 from test_keras_runtime import assert_close
-from test_keras_zoo import assert_equivalent, keras_run
+from test_keras_zoo import keras_run
 
 from archspec.analysis import totals
 from archspec.lower import lower
@@ -143,14 +143,13 @@ def test_generated_keras_computes_the_seed_model(case, style: str) -> None:  # t
     model = keras_load_into(
         module.alexnet_bn(num_classes=NUM_CLASSES, input_shape=(SIZE, SIZE, 3)), weights, graph
     )
-    got = keras_run(model, x)
-    assert_equivalent(got, want, lambda: want.astype(np.float64))
+    assert_close(keras_run(model, x), want)
 
 
 def test_generated_torch_computes_the_seed_model(case) -> None:  # type: ignore[no-untyped-def]
     """In float64 torch equals the seed within DESIGN's tolerance (the semantics); torch's fp32
     result is ~1e-6 from its own float64 one on these 4096-wide dense layers, so the fp32
-    comparison allows 3x torch's own rounding error, as the zoo tests do."""
+    comparison allows 3x torch's own rounding error."""
     x, want, weights = case
     module, graph = torch_module("alexnet_bn", {"num_classes": NUM_CLASSES}, (SIZE, SIZE))
     model = torch_load_into(module.alexnet_bn(num_classes=NUM_CLASSES), weights, graph).eval()
@@ -158,4 +157,7 @@ def test_generated_torch_computes_the_seed_model(case) -> None:  # type: ignore[
         got = model(torch.from_numpy(x)).numpy()
         exact = model.double()(torch.from_numpy(x).double()).numpy()
     assert_close(exact, want)
-    assert_equivalent(want, got, lambda: exact)
+    rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+    own = np.linalg.norm(got - exact) / np.linalg.norm(exact)
+    assert rel <= max(1e-6, 3 * own), f"relative L2 {rel:.2e}, torch's own fp32 error {own:.2e}"
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())

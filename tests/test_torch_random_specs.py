@@ -1,7 +1,9 @@
 """Property test: random small specs agree between the IR, the generated torch model and
 the ONNX model.
 
-Hypothesis writes chains of conv / pool / batch_norm / activation items (random kernels,
+Hypothesis writes chains of conv / pool / batch_norm / activation items (every activation,
+the spec language v2 ops too: clips, stochastic depth, channel shuffle, chunk, layer norm, scale,
+a squeeze-and-excitation gate; random kernels,
 strides, dilations, groups, and every padding form: int, [h, w], per-side, same, valid;
 ceil_mode), sometimes an inline repeat, a residual block with a shared conv, a dense head. Any
 spec the lowering accepts must generate, import, count the IR's parameters and produce the
@@ -88,6 +90,18 @@ SIMPLE = st.sampled_from(
         {"op": "gelu", "approximate": "tanh"},
         {"op": "sigmoid"},
         {"op": "dropout", "rate": 0.3},
+        # spec language v2 (channel counts here are always even)
+        {"op": "relu6"},
+        {"op": "clip", "min": -0.5, "max": 1.5},
+        {"op": "hardswish"},
+        {"op": "hardsigmoid"},
+        {"op": "silu"},
+        {"op": "stochastic_depth", "rate": 0.2},
+        {"op": "channel_shuffle", "groups": 2},
+        {"op": "layer_norm"},
+        {"op": "scale", "init_value": 0.5},
+        {"op": "chunk", "chunks": 2, "index": 1},
+        {"gate": {"block": "Gate"}},  # squeeze-and-excitation: a (C, 1, 1) mul
     ]
 )
 
@@ -111,6 +125,14 @@ def random_spec(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "inputs": {"image": [4, size, size + draw(st.integers(0, 3))]},
         "blocks": {
+            "Gate": {
+                "body": [
+                    {"squeeze": {"op": "global_avg_pool", "keepdims": True}},
+                    {"excite": {"op": "conv", "out": "${in_channels}", "kernel": 1}},
+                    {"hard": {"op": "hardsigmoid"}},
+                    {"scale": {"op": "mul", "inputs": ["input", "hard"]}},
+                ]
+            },
             "Twice": {
                 "params": {"width": "int"},
                 "body": [
@@ -135,7 +157,7 @@ def random_spec(draw: st.DrawFn) -> dict[str, Any]:
                     {"skip": {"op": "conv", "input": "input", "out": "$width", "kernel": 1}},
                     {"sum": {"op": "add", "inputs": ["b", "skip"]}},
                 ],
-            }
+            },
         },
         "body": body,
     }

@@ -62,9 +62,15 @@ from .plan import (
 # Names every generated Python module may use whatever the framework.
 PYTHON_RESERVED = frozenset(dir(builtins)) | {"self", "x", "in_channels"}
 # IR field holding the input's channel count (written with the producer's expression).
-CHANNEL_FIELD = {"conv2d": "in_channels", "linear": "in_features", "batch_norm": "num_features"}
+CHANNEL_FIELD = {
+    "conv2d": "in_channels",
+    "linear": "in_features",
+    "batch_norm": "num_features",
+    "layer_norm": "num_features",
+    "scale": "num_features",
+}
 PAIR_FIELDS = {"kernel_size", "stride", "dilation", "output_size", "padding"}
-NOT_ARGS = {"kind", "padding", "weight_init", "bias_init", "shape", "axis", "approximate"}
+NOT_ARGS = {"kind", "padding", "weight_init", "bias_init", "shape", "axis", "approximate", "rank"}
 
 
 @dataclass(frozen=True)
@@ -533,6 +539,11 @@ class ClassWalker:
             for part in parts[1:]:
                 total = Binary("+", total, part)  # type: ignore[arg-type]
             return total if free_names(total) else Num(evaluate(total, {}))
+        if isinstance(op, ir.Chunk):  # one of `chunks` equal parts of the channels
+            chunks, chan = fields["chunks"].value, sources[0].chan
+            if chunks is VARIES or chan is None:
+                return None
+            return chan if chunks == 1 else Binary("//", chan, Num(chunks))
         if isinstance(op, ir.Flatten):
             spatial = {self.graph.node(n.inputs[0]).shape[1:] for n in nodes}
             chan = sources[0].chan

@@ -349,4 +349,75 @@ def _pad2d(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((layer,), needs=frozenset({"ConstantPadding2D"}))
 
 
+# ---------------------------------------------------------------------------- spec language v2
+
+
+@printer("clip")
+def _clip(op: ir.Op, a: Args, name: str) -> Layers:
+    if a.const("min_val") == 0.0:  # relu6 and other clips at 0: ReLU's own max_value
+        return Layers((named("layers.ReLU", Kw("max_value", a["max_val"]), name=name),))
+    layer = named("Clip", a["min_val"], a["max_val"], name=name)
+    return Layers((layer,), needs=frozenset({"Clip"}))
+
+
+# Keras 3's hard_sigmoid is PyTorch's relu6(x + 3) / 6 (Keras 2's was 0.2 * x + 0.5), and
+# hard_swish is x * hard_sigmoid(x): the contract's functions, by name.
+@printer("hardswish")
+def _hardswish(op: ir.Op, a: Args, name: str) -> Layers:
+    return Layers((named("layers.Activation", '"hard_swish"', name=name),))
+
+
+@printer("hardsigmoid")
+def _hardsigmoid(op: ir.Op, a: Args, name: str) -> Layers:
+    return Layers((named("layers.Activation", '"hard_sigmoid"', name=name),))
+
+
+@printer("mul")
+def _mul(op: ir.Op, a: Args, name: str) -> Layers:
+    return Layers(merge=named("layers.Multiply", name=name))  # broadcasts H and W of 1
+
+
+@printer("stochastic_depth")
+def _stochastic_depth(op: ir.Op, a: Args, name: str) -> Layers:
+    # keras.applications' EfficientNet idiom: a Dropout whose noise is one value per
+    # sample ("row") or per batch, kept values scaled by 1 / (1 - rate) as torchvision does
+    assert isinstance(op, ir.StochasticDepth)
+    ones = ", ".join(["1"] * a.rank)
+    batch = "None" if op.mode == "row" else "1"
+    noise = Kw("noise_shape", f"({batch}, {ones})")
+    return Layers((named("layers.Dropout", a["rate"], noise, name=name),))
+
+
+@printer("channel_shuffle")
+def _channel_shuffle(op: ir.Op, a: Args, name: str) -> Layers:
+    layer = named("ChannelShuffle", a["groups"], name=name)
+    return Layers((layer,), needs=frozenset({"ChannelShuffle"}))
+
+
+@printer("layer_norm")
+def _layer_norm(op: ir.Op, a: Args, name: str) -> Layers:
+    # channels-last: Keras's default axis -1 is the IR's channel axis at every rank
+    args: list[Code | Kw] = [Kw("epsilon", a["eps"])] if a.differs("eps", 1e-3) else []
+    if a.differs("affine", True):
+        args += [Kw("center", a["affine"]), Kw("scale", a["affine"])]
+    return Layers((named("layers.LayerNormalization", *args, name=name),))
+
+
+@printer("scale")
+def _scale(op: ir.Op, a: Args, name: str) -> Layers:
+    args = [a["init_value"]] if a.differs("init_value", 1.0) else []
+    return Layers((named("Scale", *args, name=name),), needs=frozenset({"Scale"}))
+
+
+@printer("chunk")
+def _chunk(op: ir.Op, a: Args, name: str) -> Layers:
+    layer = named("ChannelChunk", a["chunks"], a["index"], name=name)
+    return Layers((layer,), needs=frozenset({"ChannelChunk"}))
+
+
+@printer("silu")
+def _silu(op: ir.Op, a: Args, name: str) -> Layers:
+    return Layers((named("layers.Activation", '"silu"', name=name),))
+
+
 __all__ = ["PRINTERS", "Layers", "pair_src"]

@@ -291,3 +291,78 @@ class FanInUniform(keras.initializers.RandomUniform):
 
     def get_config(self):
         return {"fan_in": self.fan_in, "seed": super().get_config()["seed"]}
+
+
+@keras.saving.register_keras_serializable(package="archspec")
+class Clip(keras.layers.Layer):
+    """min(max(x, min_value), max_value) for a lower bound other than 0 (ReLU's max_value
+    covers clips at 0, relu6 among them)."""
+
+    def __init__(self, min_value, max_value, **kwargs):
+        super().__init__(**kwargs)
+        self.min_value = min_value
+        self.max_value = max_value
+
+    def call(self, x):
+        return keras.ops.clip(x, self.min_value, self.max_value)
+
+    def get_config(self):
+        return {**super().get_config(), "min_value": self.min_value, "max_value": self.max_value}
+
+
+@keras.saving.register_keras_serializable(package="archspec")
+class ChannelShuffle(keras.layers.Layer):
+    """ShuffleNetV2's channel_shuffle on channels-last input: channels viewed as (groups,
+    C / groups), transposed, flattened (output channel j * groups + i is input channel
+    i * (C / groups) + j, as in torch's NCHW)."""
+
+    def __init__(self, groups, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = groups
+
+    def call(self, x):
+        _, h, w, c = x.shape
+        x = keras.ops.reshape(x, (-1, h, w, self.groups, c // self.groups))
+        x = keras.ops.transpose(x, (0, 1, 2, 4, 3))
+        return keras.ops.reshape(x, (-1, h, w, c))
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="archspec")
+class Scale(keras.layers.Layer):
+    """A learnable factor per channel (ConvNeXt's layer scale): x * scale, `scale` of shape
+    (C,) on the last axis, initialized to `init_value`."""
+
+    def __init__(self, init_value=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.init_value = init_value
+
+    def build(self, input_shape):
+        init = keras.initializers.Constant(self.init_value)
+        self.scale = self.add_weight(name="scale", shape=(input_shape[-1],), initializer=init)
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value}
+
+
+@keras.saving.register_keras_serializable(package="archspec")
+class ChannelChunk(keras.layers.Layer):
+    """Part `index` of `chunks` equal parts of the channels (the last axis), as torch's
+    `x.chunk(chunks, dim=1)[index]` in NCHW."""
+
+    def __init__(self, chunks, index, **kwargs):
+        super().__init__(**kwargs)
+        self.chunks = chunks
+        self.index = index
+
+    def call(self, x):
+        size = x.shape[-1] // self.chunks
+        return x[..., self.index * size : (self.index + 1) * size]
+
+    def get_config(self):
+        return {**super().get_config(), "chunks": self.chunks, "index": self.index}

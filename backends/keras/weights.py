@@ -31,7 +31,14 @@ import keras
 from archspec import ir
 from archspec.analysis import param_sets
 from archspec.ir import Graph
-from archspec.weights import WeightError, WeightSet, expected_shapes
+from archspec.weights import (
+    PARAMETER,
+    WeightError,
+    WeightSet,
+    expected_shapes,
+    tensor_names,
+    weight_name,
+)
 
 Convert = Callable[[np.ndarray], np.ndarray]
 
@@ -93,6 +100,11 @@ def _convert(op: ir.Op, layer: keras.layers.Layer, variable: str) -> tuple[str, 
     raises KeyError for a variable the op has no tensor for."""
     if isinstance(op, ir.BatchNorm):
         return _BN_TENSORS[variable], _same, _same
+    if isinstance(op, ir.LayerNorm):
+        return {"gamma": "weight", "beta": "bias"}[variable], _same, _same
+    if isinstance(op, ir.Scale) and variable == "scale":  # (C, 1, 1) or (C,) <-> (C,)
+        shape = op.weight_shape
+        return PARAMETER, lambda w: w.reshape(-1), lambda k: k.reshape(shape)
     if variable == "bias" and isinstance(op, ir.Conv2d | ir.Linear):
         return "bias", _same, _same
     if variable == "kernel" and isinstance(op, ir.Linear):
@@ -188,7 +200,7 @@ def _bind(
                 tensor, to_keras, from_keras = _convert(node.op, layer, variable.name)
             except KeyError:
                 tensor = to_keras = from_keras = None
-            name = f"{prefix}.{tensor}"
+            name = weight_name(prefix, tensor)
             if tensor is None or name not in expected:
                 problems["unexpected"].append(f"variable {key}")
                 continue
@@ -200,8 +212,8 @@ def _bind(
             bindings.append(_Binding(name, key, variable, to_keras, from_keras))
         problems["missing"] += [
             f"{name} (in layer '{layer_name}')"
-            for name in expected
-            if name.rsplit(".", 1)[0] == prefix and name not in bound
+            for name in tensor_names(prefix, node, graph)
+            if name not in bound
         ]
     problems["unexpected"] += [f"layer '{n}'" for n in layers if n not in claimed]
     found = [f"{what} {len(items)}: {_preview(items)}" for what, items in problems.items() if items]

@@ -100,7 +100,7 @@ def build_flat(
             with b.scope(name):
                 b.node("Identity", [values[name]], name)
         b.graph_output(name, graph.node(name).shape)
-    unused = [n for n in params.shapes if n not in b.initializers]
+    unused = [n for n in params.shapes if n not in params.read]
     if unused:
         raise OnnxEmitError(f"internal: weights no node reads: {', '.join(unused[:5])}")
     return b

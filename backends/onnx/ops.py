@@ -10,7 +10,7 @@ four sides, never `auto_pad` (ONNX's SAME_* differs from TensorFlow's rule for e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from archspec_onnx.builder import Builder, OnnxEmitError, Shape
 
 from archspec import ir
 from archspec.ir import Node
+from archspec.weights import PARAMETER, weight_name
 
 
 class ParamSource:
@@ -27,6 +28,7 @@ class ParamSource:
     def __init__(self, shapes: dict[str, Shape], values: dict[str, np.ndarray] | None) -> None:
         self.shapes = shapes
         self.values = values
+        self.read: set[str] = set()  # the WeightSet names some node has read
 
     def has(self, name: str) -> bool:
         return name in self.shapes
@@ -46,10 +48,19 @@ class OpContext:
 
     def param(self, tensor: str) -> str | None:
         """The initializer `<param_name>.<tensor>` (registered once), or None if absent."""
-        name = f"{self.node.param_name}.{tensor}"
+        name = weight_name(self.node.param_name or "", tensor)
         if self.node.param_name is None or not self.params.has(name):
             return None
-        return self.b.initializer(name, self.params.value(name))
+        self.params.read.add(name)
+        onnx_name = initializer_name(name, {self.node.param_name})
+        return self.b.initializer(onnx_name, self.params.value(name))
+
+
+def initializer_name(weight: str, param_names: Collection[str]) -> str:
+    """The initializer holding WeightSet tensor `weight`: the same name, except for a
+    parameter named by its node alone (a scale's factor), whose name the node's output
+    already has: it lives under the node, `features.0.layer_scale/weight`."""
+    return f"{weight}/weight" if weight in param_names else weight
 
 
 Printer = Callable[[OpContext, Any], str]
@@ -288,3 +299,79 @@ def _pad(
 @printer("pad2d")
 def _pad2d(ctx: OpContext, op: ir.Pad2d) -> str:
     return _pad(ctx, ctx.inputs[0], op.padding, op.value, output=ctx.output)
+
+
+# ---------------------------------------------------------------------------- spec language v2
+
+
+@printer("clip")
+def _clip(ctx: OpContext, op: ir.Clip) -> str:
+    low = ctx.b.constant("min", np.array(op.min_val, np.float32))
+    high = ctx.b.constant("max", np.array(op.max_val, np.float32))
+    return ctx.b.node("Clip", [ctx.inputs[0], low, high], ctx.output)
+
+
+_unary("hardswish", "HardSwish")  # opset 14: x * max(0, min(1, x / 6 + 1 / 2))
+
+
+@printer("hardsigmoid")
+def _hardsigmoid(ctx: OpContext, op: ir.Hardsigmoid) -> str:
+    # ONNX's defaults (alpha 0.2, beta 0.5) are old Keras's; PyTorch's is x / 6 + 1 / 2
+    return ctx.b.node("HardSigmoid", ctx.inputs, ctx.output, alpha=1.0 / 6.0, beta=0.5)
+
+
+@printer("silu")
+def _silu(ctx: OpContext, op: ir.SiLU) -> str:
+    gate = ctx.b.node("Sigmoid", ctx.inputs, suffix="sigmoid")  # opset 21 has no Swish
+    return ctx.b.node("Mul", [ctx.inputs[0], gate], ctx.output)
+
+
+@printer("mul")
+def _mul(ctx: OpContext, op: ir.Mul) -> str:
+    return ctx.b.node("Mul", ctx.inputs, ctx.output)  # numpy broadcasting, as the IR's
+
+
+@printer("stochastic_depth")
+def _stochastic_depth(ctx: OpContext, op: ir.StochasticDepth) -> str:
+    return ctx.inputs[0]  # identity at inference: no node, as a dropout
+
+
+@printer("channel_shuffle")
+def _channel_shuffle(ctx: OpContext, op: ir.ChannelShuffle) -> str:
+    c, h, w = ctx.in_shapes[0]
+    g = op.groups  # 0 in a Reshape shape keeps the (dynamic) batch dimension
+    grouped = ctx.b.constant("grouped", np.array([0, g, c // g, h, w], np.int64))
+    flat = ctx.b.constant("flat", np.array([0, c, h, w], np.int64))
+    x = ctx.b.node("Reshape", [ctx.inputs[0], grouped], suffix="view")
+    x = ctx.b.node("Transpose", [x], suffix="transpose", perm=[0, 2, 1, 3, 4])
+    return ctx.b.node("Reshape", [x, flat], ctx.output)
+
+
+@printer("layer_norm")
+def _layer_norm(ctx: OpContext, op: ir.LayerNorm) -> str:
+    n = (op.num_features,)
+    scale = ctx.param("weight") or ctx.b.constant("scale", np.ones(n, np.float32))
+    shift = ctx.param("bias") or ctx.b.constant("bias", np.zeros(n, np.float32))
+    if len(ctx.in_shapes[0]) == 1:
+        norm = [ctx.inputs[0], scale, shift]
+        return ctx.b.node("LayerNormalization", norm, ctx.output, axis=-1, epsilon=op.eps)
+    # LayerNormalization normalizes every axis from `axis` on: move channels last first
+    x = ctx.b.node("Transpose", ctx.inputs, suffix="nhwc", perm=[0, 2, 3, 1])
+    x = ctx.b.node("LayerNormalization", [x, scale, shift], suffix="norm", axis=-1, epsilon=op.eps)
+    return ctx.b.node("Transpose", [x], ctx.output, perm=[0, 3, 1, 2])
+
+
+@printer("scale")
+def _scale(ctx: OpContext, op: ir.Scale) -> str:
+    weight = ctx.param(PARAMETER)  # (C, 1, 1) or (C,): broadcasts over NCHW as stored
+    assert weight is not None
+    return ctx.b.node("Mul", [ctx.inputs[0], weight], ctx.output)
+
+
+@printer("chunk")
+def _chunk(ctx: OpContext, op: ir.Chunk) -> str:
+    size = ctx.in_shapes[0][0] // op.chunks
+    starts = ctx.b.constant("starts", np.array([op.index * size], np.int64))
+    ends = ctx.b.constant("ends", np.array([(op.index + 1) * size], np.int64))
+    axes = ctx.b.constant("axes", np.array([1], np.int64))
+    return ctx.b.node("Slice", [ctx.inputs[0], starts, ends, axes], ctx.output)

@@ -71,7 +71,7 @@ class OnnxRunner:
             node = graph.node(name)
             if name in produced:
                 return name
-            if node.op.kind == "dropout":  # identity at inference: no node of its own
+            if node.op.kind in ("dropout", "stochastic_depth"):  # identity: no node of its own
                 return value_of(node.inputs[0])
             return None
 

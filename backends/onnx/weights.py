@@ -1,7 +1,8 @@
 """The ONNX weight adapter: initializers <-> the canonical WeightSet, bit for bit.
 
 ONNX's layouts are the IR's (OIHW convs, [out, in] Gemm weights with transB=1, BatchNorm
-scale/B/mean/var) and initializers carry the WeightSet's names, so the mapping is by name
+scale/B/mean/var) and initializers carry the WeightSet's names (a scale's factor, named by its
+node alone, under `<node>/weight`: the node's output has its name), so the mapping is by name
 and the round trip WeightSet -> model -> WeightSet is exact. A model built with `--fold-bn`
 no longer holds the BatchNorm tensors separately; it cannot give back a WeightSet.
 """
@@ -9,10 +10,12 @@ no longer holds the BatchNorm tensors separately; it cannot give back a WeightSe
 from __future__ import annotations
 
 from archspec_onnx.builder import OnnxEmitError
+from archspec_onnx.ops import initializer_name
 
 import onnx
+from archspec.analysis import param_sets
 from archspec.ir import Graph
-from archspec.weights import WeightError, WeightSet
+from archspec.weights import WeightError, WeightSet, expected_shapes
 from onnx import numpy_helper
 
 
@@ -30,7 +33,11 @@ def from_model(model: onnx.ModelProto, graph: Graph) -> WeightSet:
     stored = [t for t in model.graph.initializer if t.HasField("raw_data") or _has_values(t)]
     if len(stored) != len(model.graph.initializer):
         raise WeightError("this ONNX model declares its initializers without values (text form)")
-    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    by_initializer = {initializer_name(n, param_sets(graph)): n for n in expected_shapes(graph)}
+    arrays = {
+        by_initializer.get(t.name, t.name): numpy_helper.to_array(t)
+        for t in model.graph.initializer
+    }
     try:
         return WeightSet.for_graph(arrays, graph)
     except WeightError as exc:
@@ -42,7 +49,8 @@ def load_into(model: onnx.ModelProto, weights: WeightSet, graph: Graph) -> onnx.
     if is_folded(model):
         raise OnnxEmitError("cannot load a WeightSet into a --fold-bn model: build it again")
     weights.check(graph)
-    names = [t.name for t in model.graph.initializer]
+    by_initializer = {initializer_name(n, param_sets(graph)): n for n in weights}
+    names = [by_initializer.get(t.name, t.name) for t in model.graph.initializer]
     if sorted(names) != sorted(weights):
         missing = sorted(set(weights) - set(names))[:5]
         extra = sorted(set(names) - set(weights))[:5]
@@ -50,7 +58,9 @@ def load_into(model: onnx.ModelProto, weights: WeightSet, graph: Graph) -> onnx.
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.initializer[:]
-    out.graph.initializer.extend(numpy_helper.from_array(weights[n], n) for n in names)
+    out.graph.initializer.extend(
+        numpy_helper.from_array(weights[n], initializer_name(n, param_sets(graph))) for n in names
+    )
     return out
 
 

@@ -90,6 +90,7 @@ class Member:
     key: str
     code: Code
     cond: str | None = None
+    parameter: bool = False  # an nn.Parameter (a scale's factor), not a submodule
 
 
 class Container:
@@ -101,7 +102,7 @@ class Container:
         self.members: list[Member] = []
         self.keys: set[str] = set()
 
-    def add(self, key: str, code: Code, cond: str | None = None) -> str:
+    def add(self, key: str, code: Code, cond: str | None = None, parameter: bool = False) -> str:
         if key in self.keys:
             raise TorchEmitError(f"two submodules named '{key}' in {self.access}")
         if self.in_class and key in MODULE_ATTRS:
@@ -109,7 +110,7 @@ class Container:
                 f"item name '{key}' collides with torch.nn.Module.{key}; rename it in the spec"
             )
         self.keys.add(key)
-        self.members.append(Member(key, code, cond))
+        self.members.append(Member(key, code, cond, parameter))
         return self.ref(key)
 
     def ref(self, key: str) -> str:
@@ -121,6 +122,12 @@ class Container:
         entries = tuple(Entry(py_str(m.key), m.code) for m in self.members)
         return Call("nn.ModuleDict", (Call("", entries, "{}"),))
 
+
+PARAMETER_PLACE = (
+    "'{key}': a scale's factor is an nn.Parameter of the module around it in torch "
+    "(torchvision's layer_scale), and an nn.Sequential, nn.ModuleDict or loop cannot hold "
+    "one; put the item directly in a block's (or the model's) body"
+)
 
 MIN_RUN = 3  # stages at least this long are written as comprehensions, like _make_layer
 
@@ -294,6 +301,8 @@ class ClassPrinter:
                 self.shared[step.share] = self.root.add(step.share, printed.module)
             ref = self.shared[step.share]
             self.stmt(body, ins, out, lambda xs: Call(ref, tuple(xs)))
+        elif printed.parameter is not None:
+            self.add_parameter(container, step, printed, body)
         elif (
             printed.call is None
             or kind in STATEFUL
@@ -308,8 +317,24 @@ class ClassPrinter:
             s = self.stmt(body, ins, out, printed.call)
             s.inplace = printed.inplace if len(ins) <= 2 else None
 
+    def add_parameter(
+        self, container: Container, step: OpStep, printed: Printed, body: list[Any]
+    ) -> None:
+        """A bare nn.Parameter member (a scale), which only a module's own attribute can be."""
+        assert printed.module is not None and printed.parameter is not None
+        if not container.in_class:
+            raise TorchEmitError(PARAMETER_PLACE.format(key=step.key))
+        ref = container.add(step.key, printed.module, step.cond, parameter=True)
+        ins = [self.slot(v) for v in step.inputs]
+        call = printed.parameter
+        self.stmt(
+            body, ins, self.slot(step.out), lambda xs: call(ref, xs), ref if step.cond else None
+        )
+
     def member_code(self, step: Step) -> Code:
         """The step as one module (inside an nn.Sequential): chains only."""
+        if isinstance(step, OpStep) and self.printed(step).parameter is not None:
+            raise TorchEmitError(PARAMETER_PLACE.format(key=step.key))
         if isinstance(step, OpStep):
             module = self.printed(step).module
             assert module is not None  # chains hold single-input ops, which all have one
@@ -426,7 +451,8 @@ class ClassPrinter:
             if m.key.isidentifier():
                 target, close = f"self.{m.key} = ", ""
             else:
-                target, close = f"self.add_module({py_str(m.key)}, ", ")"
+                register = "register_parameter" if m.parameter else "add_module"
+                target, close = f"self.{register}({py_str(m.key)}, ", ")"
             if m.cond is None:
                 lines += layout(target, m.code, close, base=8)
                 continue
@@ -570,7 +596,16 @@ def module_source(spec: ResolvedSpec, plan: ModulePlan) -> str:
     return render_file("archspec_torch", graph, sections, uses=uses(body))
 
 
-HELPERS = ("same_sides", "padded_conv2d", "PaddedMaxPool2d", "PaddedAvgPool2d", "variance_scaling")
+HELPERS = (
+    "same_sides",
+    "padded_conv2d",
+    "PaddedMaxPool2d",
+    "PaddedAvgPool2d",
+    "variance_scaling",
+    "StochasticDepth",
+    "LayerNorm2d",
+    "ChannelChunk",
+)
 
 
 def uses(text: str) -> dict[str, bool]:

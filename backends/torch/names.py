@@ -82,6 +82,9 @@ HELPERS = frozenset(
         "PaddedMaxPool2d",
         "PaddedAvgPool2d",
         "variance_scaling_",
+        "StochasticDepth",
+        "LayerNorm2d",
+        "ChannelChunk",
     }
 )
 ARGUMENTS = frozenset({"self", "x"})  # generated methods' arguments

@@ -29,6 +29,9 @@ class Printed:
     # The same op as an in-place statement on its first input (`out += identity`), which the
     # emitter uses when that input is a fresh tensor nothing else reads (torchvision's style).
     inplace: Callable[[Sequence[str]], str] | None = None
+    # An op whose member is a bare nn.Parameter (`module` builds it), used in forward as
+    # `parameter(ref, inputs)`: torchvision keeps ConvNeXt's layer_scale on the block itself.
+    parameter: Callable[[str, Sequence[str]], Code] | None = None
 
 
 Printer = Callable[[ir.Op, Args], Printed]
@@ -227,6 +230,85 @@ def _pad2d(op: ir.Op, a: Args) -> Printed:
             (xs[0], sides_src(sides), *([Kw("value", value)] if a.const("value") != 0.0 else [])),
         ),
     )
+
+
+# ---------------------------------------------------------------------------- spec language v2
+
+
+@printer("clip")
+def _clip(op: ir.Op, a: Args) -> Printed:
+    if a.const("min_val") == 0.0 and a.const("max_val") == 6.0:
+        return replace(_activation("nn.ReLU6", "F.relu6"), inplace=_inplace("F.relu6"))
+    bounds = (a["min_val"], a["max_val"])
+    return replace(
+        _activation("nn.Hardtanh", "F.hardtanh", bounds), inplace=_inplace("F.hardtanh", bounds)
+    )
+
+
+@printer("hardswish")
+def _hardswish(op: ir.Op, a: Args) -> Printed:
+    return replace(_activation("nn.Hardswish", "F.hardswish"), inplace=_inplace("F.hardswish"))
+
+
+@printer("hardsigmoid")
+def _hardsigmoid(op: ir.Op, a: Args) -> Printed:
+    return replace(
+        _activation("nn.Hardsigmoid", "F.hardsigmoid"), inplace=_inplace("F.hardsigmoid")
+    )
+
+
+@printer("mul")
+def _mul(op: ir.Op, a: Args) -> Printed:
+    return Printed(None, lambda xs: " * ".join(xs))
+
+
+@printer("stochastic_depth")
+def _stochastic_depth(op: ir.Op, a: Args) -> Printed:
+    assert isinstance(op, ir.StochasticDepth)  # torchvision.ops.StochasticDepth's arguments
+    module = Call("StochasticDepth", (a["rate"], f'"{op.mode}"'))
+    return Printed(module, None, frozenset({"StochasticDepth"}))
+
+
+@printer("channel_shuffle")
+def _channel_shuffle(op: ir.Op, a: Args) -> Printed:
+    # ShuffleNetV2's view / transpose / flatten, as one torch op
+    groups = a["groups"]
+    return Printed(
+        Call("nn.ChannelShuffle", (groups,)),
+        lambda xs: Call("F.channel_shuffle", (xs[0], groups)),
+    )
+
+
+@printer("layer_norm")
+def _layer_norm(op: ir.Op, a: Args) -> Printed:
+    # over channels: torchvision's LayerNorm2d on (N, C, H, W), nn.LayerNorm on (N, F)
+    cls, needs = ("LayerNorm2d", {"LayerNorm2d"}) if a.rank == 3 else ("nn.LayerNorm", set())
+    args: list[Code | Kw] = [a["num_features"], *kw(a, "eps", "eps", 1e-5)]
+    args += kw(a, "elementwise_affine", "affine", True)
+    return Printed(Call(cls, tuple(args)), None, frozenset(needs))
+
+
+@printer("scale")
+def _scale(op: ir.Op, a: Args) -> Printed:
+    assert isinstance(op, ir.Scale)
+    shape = f"({a['num_features']}, 1, 1)" if op.rank == 3 else f"({a['num_features']},)"
+    weight = Call("nn.Parameter", (Call("torch.full", (shape, a["init_value"])),))
+    return Printed(weight, None, parameter=lambda ref, xs: f"{ref} * {xs[0]}")
+
+
+@printer("chunk")
+def _chunk(op: ir.Op, a: Args) -> Printed:
+    chunks, index = a["chunks"], a["index"]
+    return Printed(
+        Call("ChannelChunk", (chunks, index)),  # inside an nn.Sequential only
+        lambda xs: f"{xs[0]}.chunk({chunks}, dim=1)[{index}]",
+        frozenset({"ChannelChunk"}),
+    )
+
+
+@printer("silu")
+def _silu(op: ir.Op, a: Args) -> Printed:
+    return replace(_activation("nn.SiLU", "F.silu"), inplace=_inplace("F.silu"))
 
 
 # ---------------------------------------------------------------------------- initializers

@@ -96,7 +96,8 @@ class TorchRunner:
             elif request.mode == "train":
                 model.train()
                 for m in model.modules():
-                    if isinstance(m, torch.nn.Dropout):
+                    # dropout off; stochastic depth (the generated StochasticDepth) too
+                    if isinstance(m, torch.nn.Dropout) or type(m).__name__ == "StochasticDepth":
                         m.eval()
                 with torch.no_grad():
                     outputs = _as_tuple(model(*inputs))

@@ -1,0 +1,628 @@
+"""Spec language v2 ops, end to end: each op's IR, counts and generated source, and its
+numbers in every backend (torch, Keras functional and subclass, onnxruntime) against the
+generated torch model in float64, with one seeded WeightSet and docs/design.md's fp32
+tolerance. Inputs put values on the activations' knees (-3, 0, 3, 6) and at scale 20.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from onnx_support import assert_close
+
+from archspec.analysis import totals
+from archspec.backend import get as get_backend
+from archspec.errors import SpecError
+from archspec.lower import lower
+from archspec.parity import RunRequest, get_runner
+from archspec.registry import load
+from archspec.weights import WeightSet
+
+BACKENDS = ("torch", "keras", "keras_subclass", "onnx")
+
+
+def write(folder: Path, data: dict[str, Any], name: str = "net") -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def knees(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A batch of 2 whose values include the clip knees, points just beside them, and a
+    scale-20 normal sample."""
+    rng = np.random.default_rng(seed)
+    size = int(np.prod(shape))
+    points = np.array([-3, 0, 3, 6, -6, 1.5, -1.5], np.float64)
+    fixed = np.concatenate([points, points + 1e-3, points - 1e-3])
+    first = np.resize(fixed, size)
+    second = rng.normal(0.0, 20.0, size)
+    return np.stack([first, second]).reshape(2, *shape).astype(np.float32)
+
+
+def outputs(
+    path: Path, x: np.ndarray | None = None, mode: str = "inference", seed: int = 0
+) -> dict[str, np.ndarray]:
+    """The first output of every backend and of the float64 torch reference."""
+    spec = load(path)
+    graph = lower(spec)
+    if x is None:
+        x = knees(graph.node(graph.inputs[0]).shape, seed)
+    request = RunRequest(
+        spec=spec,
+        graph=graph,
+        weights=WeightSet.random(graph, seed),
+        inputs={graph.inputs[0]: x},
+        probes=(),
+        mode=mode,  # type: ignore[arg-type]
+        dtype="float32",
+    )
+    out = graph.outputs[0]
+    results = {"torch64": get_runner("torch64").run(request).outputs[out]}
+    for name in BACKENDS:
+        if mode == "inference" or "train" in get_runner(name).modes:
+            results[name] = get_runner(name).run(request).outputs[out]
+    return results
+
+
+def assert_backends_agree(path: Path, x: np.ndarray | None = None, mode: str = "inference") -> None:
+    results = outputs(path, x, mode)
+    reference = results.pop("torch64")
+    for name, value in results.items():
+        assert_close(value, reference, f"{name} vs torch float64 ({mode})")
+
+
+def source(path: Path, backend: str, **options: Any) -> str:
+    spec = load(path)
+    return get_backend(backend).emit(spec, lower(spec), options).content.decode()
+
+
+# ---------------------------------------------------------------------------- activations
+
+ACTIVATIONS: dict[str, tuple[dict[str, Any], str, str]] = {
+    # op item, torch module or call printed, Keras layer printed
+    "relu6": ({"op": "relu6"}, "F.relu6(", "layers.ReLU(max_value=6.0"),
+    "clip": ({"op": "clip", "min": -1.5, "max": 2.0}, "F.hardtanh(", "Clip(-1.5, 2.0"),
+    "clip_at_0": ({"op": "clip", "min": 0, "max": 3}, "F.hardtanh(", "layers.ReLU(max_value=3.0"),
+    "hardswish": ({"op": "hardswish"}, "F.hardswish(", 'layers.Activation("hard_swish"'),
+    "hardsigmoid": ({"op": "hardsigmoid"}, "F.hardsigmoid(", 'layers.Activation("hard_sigmoid"'),
+    "silu": ({"op": "silu"}, "F.silu(", 'layers.Activation("silu"'),
+}
+
+
+def activation_net(item: dict[str, Any]) -> dict[str, Any]:
+    """The activation on the input itself (so the knees reach it), then after a conv and
+    a BatchNorm (so it also runs on a fresh tensor, in place in torch) and as a named
+    module inside a sequential scope."""
+    return {
+        "inputs": {"image": [4, 5, 5]},
+        "body": [
+            {"first": item},
+            {"conv": {"op": "conv", "out": 6, "kernel": 3, "padding": 1, "bias": False}},
+            {"bn": {"op": "batch_norm"}},
+            {"second": item},
+            {"seq": {"body": [{"op": "conv", "out": 6, "kernel": 1}, item]}},
+        ],
+    }
+
+
+@pytest.mark.parametrize("case", sorted(ACTIVATIONS))
+def test_activation_matches_in_every_backend(case: str, tmp_path: Path) -> None:
+    item, torch_src, keras_src = ACTIVATIONS[case]
+    path = write(tmp_path, activation_net(item))
+    assert torch_src in source(path, "torch")
+    assert keras_src in source(path, "keras")
+    assert_backends_agree(path)
+
+
+def test_activation_knees_are_the_contract(tmp_path: Path) -> None:
+    """The float64 reference itself computes the written-down formulas (not a library's
+    idea of them): relu6 clip(x, 0, 6), hardswish x * relu6(x + 3) / 6, hardsigmoid
+    relu6(x + 3) / 6, silu x * sigmoid(x), clip(x, min, max)."""
+    relu6 = lambda v: np.clip(v, 0.0, 6.0)  # noqa: E731
+    formulas = {
+        "relu6": relu6,
+        "clip": lambda v: np.clip(v, -1.5, 2.0),
+        "hardswish": lambda v: v * relu6(v + 3) / 6,
+        "hardsigmoid": lambda v: relu6(v + 3) / 6,
+        "silu": lambda v: v / (1 + np.exp(-v)),
+    }
+    for case, formula in formulas.items():
+        path = write(
+            tmp_path, {"inputs": {"image": [3, 4, 4]}, "body": [{"act": ACTIVATIONS[case][0]}]}
+        )
+        x = knees((3, 4, 4))
+        results = outputs(path, x)
+        want = formula(x.astype(np.float64))
+        for name, value in results.items():
+            assert_close(value, want, f"{case}: {name} vs the formula")
+
+
+def test_clip_needs_max_above_min(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, {"inputs": {"image": [3, 4, 4]}, "body": [{"op": "clip", "min": 2, "max": 1}]}
+    )
+    with pytest.raises(SpecError, match=r"body\[0\]\.max: max must be greater than min"):
+        lower(load(path))
+
+
+def test_activations_have_no_parameters(tmp_path: Path) -> None:
+    path = write(tmp_path, activation_net({"op": "hardswish"}))
+    graph = lower(load(path))
+    # conv 4*6*9, bn 2*6, 1x1 conv 6*6+6
+    assert totals(graph).trainable == 4 * 6 * 9 + 2 * 6 + 6 * 6 + 6
+
+
+# ---------------------------------------------------------------------------- mul
+
+
+def se_net(gate: dict[str, Any]) -> dict[str, Any]:
+    """Squeeze-and-excitation as torchvision's SqueezeExcitation: pool, 1x1 convs, gate,
+    then the (C, 1, 1) scale times the (C, H, W) input, plus a same-shape product."""
+    return {
+        "inputs": {"image": [6, 5, 7]},
+        "blocks": {
+            "SE": {
+                "params": {"squeeze": "int"},
+                "body": [
+                    {"avgpool": {"op": "global_avg_pool", "keepdims": True}},
+                    {"fc1": {"op": "conv", "out": "$squeeze", "kernel": 1}},
+                    {"activation": {"op": "relu"}},
+                    {"fc2": {"op": "conv", "out": "${in_channels}", "kernel": 1}},
+                    {"scale_activation": gate},
+                    {"scale": {"op": "mul", "inputs": ["scale_activation", "input"]}},
+                ],
+            }
+        },
+        "body": [
+            {"stem": {"op": "conv", "out": 6, "kernel": 3, "padding": 1}},
+            {"se": {"block": "SE", "args": {"squeeze": 2}}},
+            {"square": {"op": "mul", "inputs": ["se", "stem"]}},
+        ],
+    }
+
+
+@pytest.mark.parametrize("gate", [{"op": "sigmoid"}, {"op": "hardsigmoid"}])
+def test_mul_broadcasts_a_gate_in_every_backend(gate: dict[str, Any], tmp_path: Path) -> None:
+    path = write(tmp_path, se_net(gate))
+    graph = lower(load(path))
+    assert graph.node("se.scale").shape == (6, 5, 7)
+    assert graph.node("se.scale_activation").shape == (6, 1, 1)
+    assert "out = out * x" in source(path, "torch")
+    assert "layers.Multiply(" in source(path, "keras")
+    assert_backends_agree(path)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [((6, 5, 7), (4, 1, 1)), ((6, 5, 7), (6, 2, 1)), ((6, 5, 7), (6,)), ((6, 5, 7), (6, 5, 3))],
+)
+def test_mul_of_shapes_that_do_not_broadcast_is_a_located_error(
+    a: tuple[int, ...], b: tuple[int, ...], tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path,
+        {
+            "inputs": {"u": list(a), "v": list(b)},
+            "body": [{"m": {"op": "mul", "inputs": ["u", "v"]}}],
+        },
+    )
+    shapes = f"'u' is ({', '.join(map(str, a))}) but 'v' is ({', '.join(map(str, b))})"
+    with pytest.raises(SpecError, match=r"net\.yaml:\d+:\d+: body\[0\]\.m: mul of shapes") as err:
+        lower(load(path))
+    assert shapes in str(err.value)
+
+
+def test_mul_takes_exactly_two_inputs(tmp_path: Path) -> None:
+    body = [{"m": {"op": "mul", "inputs": ["u", "u", "u"]}}]
+    path = write(tmp_path, {"inputs": {"u": [2, 3, 3]}, "body": body})
+    with pytest.raises(SpecError, match="mul takes 2 input"):
+        lower(load(path))
+
+
+# ---------------------------------------------------------------------------- stochastic depth
+
+
+def residual_net(rate: float, mode: str = "row") -> dict[str, Any]:
+    """ConvNeXt's and EfficientNet's use: the branch's stochastic depth, then the add."""
+    return {
+        "inputs": {"image": [4, 5, 5]},
+        "body": [
+            {"conv": {"op": "conv", "out": 4, "kernel": 3, "padding": 1}},
+            {"stochastic_depth": {"op": "stochastic_depth", "rate": rate, "mode": mode}},
+            {"add": {"op": "add", "inputs": ["stochastic_depth", "input"]}},
+        ],
+    }
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_stochastic_depth_matches_in_every_backend(mode: str, tmp_path: Path) -> None:
+    """Inference: identity. Train mode (the parity harness turns it off as it does dropout):
+    the same numbers too."""
+    path = write(tmp_path, residual_net(0.2))
+    assert 'StochasticDepth(0.2, "row")' in source(path, "torch")
+    assert "import torchvision" not in source(path, "torch")
+    keras_src = source(path, "keras")
+    assert 'layers.Dropout(0.2, noise_shape=(None, 1, 1, 1), name="stochastic_depth")' in keras_src
+    assert_backends_agree(path, mode=mode)
+
+
+def test_stochastic_depth_is_the_identity_at_inference_exactly(tmp_path: Path) -> None:
+    import keras
+    import torch
+    from archspec_keras import generate_module as keras_module
+    from archspec_torch import generate_module as torch_module
+
+    data = {
+        "inputs": {"image": [3, 4, 4]},
+        "body": [{"sd": {"op": "stochastic_depth", "rate": 0.5}}],
+    }
+    path = write(tmp_path, data)
+    x = knees((3, 4, 4))
+    module, graph = torch_module(path, directory=tmp_path)
+    model = getattr(module, graph.name)().eval()
+    with torch.no_grad():
+        assert torch.equal(model(torch.from_numpy(x)), torch.from_numpy(x))
+    for style in ("functional", "subclass"):
+        kmodule, _ = keras_module(path, directory=tmp_path, style=style)
+        kmodel = getattr(kmodule, graph.name)()
+        nhwc = x.transpose(0, 2, 3, 1)
+        out = keras.ops.convert_to_numpy(kmodel(nhwc, training=False))
+        np.testing.assert_array_equal(out, nhwc)
+
+
+@pytest.mark.parametrize("mode", ["row", "batch"])
+def test_stochastic_depth_in_training_drops_samples_at_its_rate(mode: str, tmp_path: Path) -> None:
+    """torchvision's statistics, loosely: each sample (row) or the whole batch is zero
+    with probability rate, and kept ones are exactly x / (1 - rate); in torch and Keras."""
+    import keras
+    import torch
+    from archspec_keras import generate_module as keras_module
+    from archspec_torch import generate_module as torch_module
+
+    rate, n = 0.25, 400
+    item = {"sd": {"op": "stochastic_depth", "rate": rate, "mode": mode}}
+    path = write(tmp_path, {"inputs": {"image": [2, 3, 3]}, "body": [item]})
+    x = np.random.default_rng(0).uniform(1.0, 2.0, (n, 2, 3, 3)).astype(np.float32)
+    module, graph = torch_module(path, directory=tmp_path)
+    model = getattr(module, graph.name)().train()
+    torch.manual_seed(0)
+    keras.utils.set_random_seed(0)
+    kmodel = getattr(keras_module(path, directory=tmp_path)[0], graph.name)()
+    runs = {
+        "torch": lambda: model(torch.from_numpy(x)).numpy(),
+        "keras": lambda: keras.ops.convert_to_numpy(
+            kmodel(x.transpose(0, 2, 3, 1), training=True)
+        ).transpose(0, 3, 1, 2),
+    }
+    for name, run in runs.items():
+        outs = np.stack([run() for _ in range(1 if mode == "row" else 200)])
+        flat = outs.reshape(-1, 2 * 3 * 3)
+        dropped = (flat == 0).all(axis=1)
+        kept = ~dropped
+        assert ((flat == 0).any(axis=1) == dropped).all(), f"{name}: drops whole samples"
+        expect = np.broadcast_to(x / (1 - rate), outs.shape).reshape(-1, 18)
+        np.testing.assert_allclose(flat[kept], expect[kept], rtol=1e-6, err_msg=name)
+        if mode == "batch":  # every sample of one call together
+            per_call = dropped.reshape(outs.shape[0], n)
+            assert (per_call.all(axis=1) | ~per_call.any(axis=1)).all(), name
+        fraction = dropped.mean()
+        assert abs(fraction - rate) < 0.08, f"{name}: dropped {fraction:.3f}, rate {rate}"
+
+
+def test_stochastic_depth_rate_is_checked(tmp_path: Path) -> None:
+    for rate, message in ((1.0, "rate 1 drops every sample"), (1.5, "must be <= 1")):
+        path = write(tmp_path, residual_net(rate))
+        with pytest.raises(SpecError, match=rf"body\[1\]\.stochastic_depth\.rate: {message}"):
+            lower(load(path))
+
+
+# ---------------------------------------------------------------------------- channel shuffle
+
+
+def torchvision_channel_shuffle(x: np.ndarray, groups: int) -> np.ndarray:
+    """torchvision.models.shufflenetv2.channel_shuffle, in numpy."""
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w)
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_channel_shuffle_is_shufflenets_in_every_backend(groups: int, tmp_path: Path) -> None:
+    item = {"op": "channel_shuffle", "groups": groups}
+    body = [{"shuffle": item}, {"conv": {"op": "conv", "out": 6, "kernel": 1}}, {"again": item}]
+    path = write(tmp_path, {"inputs": {"image": [6, 3, 4]}, "body": body})
+    assert f"F.channel_shuffle(image, {groups})" in source(path, "torch")
+    assert f'ChannelShuffle({groups}, name="shuffle")' in source(path, "keras")
+    assert_backends_agree(path)
+    path = write(tmp_path, {"inputs": {"image": [6, 3, 4]}, "body": [{"shuffle": item}]}, "bare")
+    x = knees((6, 3, 4))
+    for name, value in outputs(path, x).items():
+        np.testing.assert_array_equal(value, torchvision_channel_shuffle(x, groups), name)
+
+
+def test_channel_shuffle_groups_must_divide_the_channels(tmp_path: Path) -> None:
+    body = [{"shuffle": {"op": "channel_shuffle", "groups": 4}}]
+    path = write(tmp_path, {"inputs": {"image": [6, 3, 4]}, "body": body})
+    with pytest.raises(SpecError, match=r"shuffle\.groups: groups=4 must divide the 6 input"):
+        lower(load(path))
+
+
+# ---------------------------------------------------------------------------- layer norm
+
+
+def layer_norm_net(eps: float = 1e-6, affine: bool = True) -> dict[str, Any]:
+    """ConvNeXt's two uses: on (C, H, W) after a depthwise conv, and on the pooled (C, 1, 1)
+    before the head; and a plain one on features."""
+    # as an expression: json writes 1e-06, which YAML would read as a string
+    norm = {"op": "layer_norm", "eps": f"${{{eps!r}}}", "affine": affine}
+    return {
+        "inputs": {"image": [6, 5, 4]},
+        "body": [
+            {"dwconv": {"op": "conv", "out": 6, "kernel": 3, "padding": 1, "groups": 6}},
+            {"norm": norm},
+            {"avgpool": {"op": "global_avg_pool", "keepdims": True}},
+            {"head_norm": norm},
+            {"flatten": {"op": "flatten"}},
+            {"fc": {"op": "linear", "out": 5}},
+            {"features_norm": norm},
+        ],
+    }
+
+
+@pytest.mark.parametrize(("eps", "affine"), [(1e-6, True), (1e-5, False)])
+def test_layer_norm_over_channels_in_every_backend(
+    eps: float, affine: bool, tmp_path: Path
+) -> None:
+    path = write(tmp_path, layer_norm_net(eps, affine))
+    graph = lower(load(path))
+    assert totals(graph).trainable == 6 * 9 + 6 + 5 * 6 + 5 + (2 * (6 + 6 + 5) if affine else 0)
+    torch_src = source(path, "torch")
+    assert (
+        "LayerNorm2d(6, eps=1e-06)" if affine else "LayerNorm2d(6, elementwise_affine=False)"
+    ) in torch_src
+    assert "nn.LayerNorm(5" in torch_src
+    assert "layers.LayerNormalization(" in source(path, "keras")
+    for mode in ("inference", "train"):
+        assert_backends_agree(path, mode=mode)
+
+
+def test_layer_norm_is_the_contract(tmp_path: Path) -> None:
+    """Each pixel's channels normalized with the biased variance, eps inside the root, then
+    the per-channel weight and bias, in every backend."""
+    path = write(
+        tmp_path,
+        {"inputs": {"image": [6, 3, 4]}, "body": [{"ln": {"op": "layer_norm", "eps": 0.1}}]},
+    )
+    graph = lower(load(path))
+    weights = WeightSet.random(graph, 0)
+    x = knees((6, 3, 4)).astype(np.float64)
+    mean = x.mean(axis=1, keepdims=True)
+    var = x.var(axis=1, keepdims=True)
+    gamma, beta = (
+        weights[f"ln.{t}"].astype(np.float64)[None, :, None, None] for t in ("weight", "bias")
+    )
+    want = (x - mean) / np.sqrt(var + 0.1) * gamma + beta
+    for name, value in outputs(path, x.astype(np.float32)).items():
+        assert_close(value, want, f"{name} vs the formula")
+
+
+def test_layer_norm_needs_channels(tmp_path: Path) -> None:
+    body = [{"op": "flatten"}, {"ln": {"op": "layer_norm", "eps": 0}}]
+    path = write(tmp_path, {"inputs": {"image": [2, 3, 3]}, "body": body})
+    with pytest.raises(SpecError, match=r"body\[1\]\.ln\.eps: must be > 0"):
+        lower(load(path))
+
+
+# ---------------------------------------------------------------------------- scale
+
+
+def convnext_net(init: str = "${1e-6}") -> dict[str, Any]:
+    """ConvNeXt's block as torchvision's CNBlock names it (block.0 depthwise conv, block.2
+    layer norm, pointwise layers, layer_scale on the block, stochastic depth, residual),
+    with 1x1 convs standing in for the channels-last Linear layers; and a scale on
+    features."""
+    return {
+        "inputs": {"image": [4, 5, 5]},
+        "blocks": {
+            "CNBlock": {
+                "params": {"layer_scale": "float", "sd_prob": "float"},
+                "body": [
+                    {
+                        "name": "block",  # the key `block:` would make a block item
+                        "body": [
+                            {
+                                "op": "conv",
+                                "out": "${in_channels}",
+                                "kernel": 3,
+                                "padding": 1,
+                                "groups": "${in_channels}",
+                            },
+                            {"op": "layer_norm", "eps": "${1e-6}"},
+                            {"op": "conv", "out": "${4 * in_channels}", "kernel": 1},
+                            {"op": "gelu"},
+                            {"op": "conv", "out": "${in_channels}", "kernel": 1},
+                        ],
+                    },
+                    {"layer_scale": {"op": "scale", "init_value": "$layer_scale"}},
+                    {"stochastic_depth": {"op": "stochastic_depth", "rate": "$sd_prob"}},
+                    {"add": {"op": "add", "inputs": ["stochastic_depth", "input"]}},
+                ],
+            }
+        },
+        "body": [
+            {
+                "features": {
+                    "block": "CNBlock",
+                    "repeat": 2,
+                    "args": {"layer_scale": init, "sd_prob": 0.1},
+                }
+            },
+            {"pool": {"op": "global_avg_pool"}},
+            {"gain": {"op": "scale"}},
+        ],
+    }
+
+
+def test_scale_is_a_parameter_of_its_own(tmp_path: Path) -> None:
+    path = write(tmp_path, convnext_net())
+    graph = lower(load(path))
+    shapes = {n: w.shape for n, w in WeightSet.random(graph, 0).items()}
+    assert shapes["features.0.layer_scale"] == (4, 1, 1)  # torchvision's layer_scale
+    assert shapes["gain"] == (4,)
+    assert "features.0.layer_scale.weight" not in shapes
+    block = 4 * 9 + 4 + 2 * 4 + (4 * 16 + 16) + (16 * 4 + 4) + 4
+    assert totals(graph).trainable == 2 * block + 4
+    torch_src = source(path, "torch")
+    assert (
+        "self.layer_scale = nn.Parameter(torch.full((in_channels, 1, 1), layer_scale))" in torch_src
+    )
+    assert "out = self.layer_scale * out" in torch_src
+    assert "self.gain = nn.Parameter(torch.full((4,), 1.0))" in torch_src
+    assert 'Scale(layer_scale, name=f"{name}_layer_scale")' in source(path, "keras")
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_scale_matches_in_every_backend(mode: str, tmp_path: Path) -> None:
+    assert_backends_agree(write(tmp_path, convnext_net()), mode=mode)
+
+
+def test_scale_round_trips_through_every_adapter_and_counts_agree(tmp_path: Path) -> None:
+    import keras
+    from archspec_keras import generate_module as keras_module
+    from archspec_keras.weights import from_keras
+    from archspec_keras.weights import load_into as keras_load
+    from archspec_onnx.model import build_model
+    from archspec_onnx.weights import from_model
+    from archspec_torch import generate_module as torch_module
+    from archspec_torch.weights import from_module
+    from archspec_torch.weights import load_into as torch_load
+
+    path = write(tmp_path, convnext_net())
+    module, graph = torch_module(path, directory=tmp_path)
+    weights = WeightSet.random(graph, 3)
+    count = totals(graph)
+    model = torch_load(getattr(module, graph.name)(), weights, graph)
+    assert sum(p.numel() for p in model.parameters()) == count.trainable
+    assert from_module(model, graph).equal(weights)
+    for style in ("functional", "subclass"):
+        kmodel = getattr(keras_module(path, directory=tmp_path, style=style)[0], graph.name)()
+        assert kmodel.count_params() == count.trainable + count.non_trainable
+        assert from_keras(keras_load(kmodel, weights, graph), graph).equal(weights), style
+        variable = next(v for v in kmodel.weights if "layer_scale" in v.path)
+        assert tuple(variable.shape) == (4,), style
+        del kmodel
+        keras.backend.clear_session()
+    assert from_model(build_model(graph, weights), graph).equal(weights)
+
+
+def test_torch_refuses_a_scale_inside_a_sequential_scope(tmp_path: Path) -> None:
+    body = [{"seq": {"body": [{"op": "conv", "out": 3, "kernel": 1}, {"op": "scale"}]}}]
+    path = write(tmp_path, {"inputs": {"image": [3, 4, 4]}, "body": body})
+    with pytest.raises(
+        SpecError, match=r"body\[0\]\.seq.*'1': a scale's factor is an nn.Parameter"
+    ):
+        source(path, "torch")
+    assert "Scale(" in source(path, "keras")  # other backends are fine with it
+
+
+# ---------------------------------------------------------------------------- chunk (split)
+
+
+def shufflenet_net() -> dict[str, Any]:
+    """torchvision's ShuffleNetV2 InvertedResidual with stride 1: `x1, x2 = x.chunk(2,
+    dim=1)`, `cat((x1, branch2(x2)), dim=1)`, `channel_shuffle(out, 2)`; one item per part."""
+    return {
+        "inputs": {"image": [8, 5, 5]},
+        "blocks": {
+            "InvertedResidual": {
+                "body": [
+                    {"x1": {"op": "chunk", "chunks": 2, "index": 0, "input": "input"}},
+                    {"x2": {"op": "chunk", "chunks": 2, "index": 1, "input": "input"}},
+                    {
+                        "name": "branch2",
+                        "input": "x2",
+                        "body": [
+                            {"op": "conv", "out": 4, "kernel": 1, "bias": False},
+                            {"op": "batch_norm"},
+                            {"op": "relu"},
+                            {"op": "conv", "out": 4, "kernel": 3, "padding": 1, "groups": 4},
+                            {"op": "batch_norm"},
+                        ],
+                    },
+                    {"cat": {"op": "concat", "inputs": ["x1", "branch2"]}},
+                    {"shuffle": {"op": "channel_shuffle", "groups": 2}},
+                ]
+            }
+        },
+        "body": [
+            {"stage": {"block": "InvertedResidual", "repeat": 2}},
+            {"tail": {"body": [{"op": "chunk", "chunks": 4, "index": 3}, {"op": "relu"}]}},
+        ],
+    }
+
+
+def test_chunk_splits_channels_as_shufflenet_in_every_backend(tmp_path: Path) -> None:
+    path = write(tmp_path, shufflenet_net())
+    graph = lower(load(path))
+    assert graph.node("stage.0.x2").shape == (4, 5, 5)
+    assert graph.node("tail.0").shape == (2, 5, 5)
+    torch_src = source(path, "torch")
+    assert "x.chunk(2, dim=1)[0]" in torch_src
+    assert "nn.Conv2d(in_channels // 2, 4, kernel_size=1" in torch_src
+    assert "ChannelChunk(4, 3)" in torch_src  # inside the tail's nn.Sequential
+    assert 'ChannelChunk(2, 1, name=f"{name}_x2")' in source(path, "keras")
+    for mode in ("inference", "train"):
+        assert_backends_agree(path, mode=mode)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_chunk_is_the_channel_range(index: int, tmp_path: Path) -> None:
+    body = [{"part": {"op": "chunk", "chunks": 3, "index": index}}]
+    path = write(tmp_path, {"inputs": {"image": [6, 2, 3]}, "body": body})
+    x = knees((6, 2, 3))
+    for name, value in outputs(path, x).items():
+        np.testing.assert_array_equal(value, x[:, 2 * index : 2 * index + 2], name)
+
+
+def test_an_unused_chunk_is_warned_about(tmp_path: Path) -> None:
+    body = [
+        {"x1": {"op": "chunk", "chunks": 2, "index": 0}},
+        {"x2": {"op": "chunk", "chunks": 2, "index": 1, "input": "image"}},
+    ]
+    path = write(tmp_path, {"inputs": {"image": [4, 2, 2]}, "body": body})
+    messages = [w.message for w in lower(load(path)).warnings]
+    assert any("'x1' is never used" in m for m in messages), messages
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"chunks": 3, "index": 0}, r"part\.chunks: chunks=3 must divide the 4 input channels"),
+        ({"chunks": 2, "index": 2}, r"part\.index: expected an int from 0 to 1, got 2"),
+    ],
+)
+def test_chunk_fields_are_checked(fields: dict[str, int], message: str, tmp_path: Path) -> None:
+    body = [{"part": {"op": "chunk", **fields}}]
+    path = write(tmp_path, {"inputs": {"image": [4, 2, 2]}, "body": body})
+    with pytest.raises(SpecError, match=message):
+        lower(load(path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [convnext_net, shufflenet_net])
+def test_generated_v2_helpers_script_and_compile(make: Any, tmp_path: Path) -> None:
+    """StochasticDepth, LayerNorm2d, ChannelChunk and a scale's nn.Parameter work under
+    TorchScript and torch.compile(fullgraph=True), with the eager model's outputs."""
+    import torch
+    from archspec_torch import generate_module as torch_module
+
+    module, graph = torch_module(write(tmp_path, make()), directory=tmp_path)
+    model = getattr(module, graph.name)().eval()
+    x = torch.randn(2, *graph.node(graph.inputs[0]).shape)
+    with torch.no_grad():
+        want = model(x)
+        torch.testing.assert_close(torch.jit.script(model)(x), want, rtol=0, atol=0)
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), want)

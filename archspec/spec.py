@@ -52,7 +52,15 @@ ExprStr = Annotated[str, AfterValidator(check_expression)]
 
 # Values that may be given literally or as an expression.
 IntLike = int | ExprStr
-FloatLike = float | int | ExprStr
+# YAML 1.1 (PyYAML) reads `1e-3` (no dot) as a string; a float field takes it as the number.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _float_text(value: Any) -> Any:
+    return float(value) if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value) else value
+
+
+FloatLike = Annotated[float | int | ExprStr, BeforeValidator(_float_text)]
 BoolLike = bool | ExprStr
 PairLike = IntLike | Annotated[list[IntLike], Field(min_length=2, max_length=2)]
 PaddingLike = (

@@ -233,3 +233,15 @@ def test_a_joined_member_name_that_is_a_keras_attribute_is_a_located_error(
     assert "add_weight" in source(spec_file)  # the functional style has no such attribute
     with pytest.raises(SpecError, match=r"member 'add_weight' .* keras\.layers\.Layer\.add_weight"):
         source(spec_file, "subclass")
+
+
+def test_anonymous_top_level_items_are_valid_subclass_members(tmp_path: Path) -> None:
+    """`self.0` is not Python: the member is `layer_0`, the layer keeps its IR name `0`."""
+    path = tmp_path / "anon.yaml"
+    path.write_text(
+        "inputs: {image: [3, 8, 8]}\n"
+        "body:\n  - {op: conv, out: 4, kernel: 3}\n  - {op: relu}\n  - {op: global_avg_pool}\n"
+    )
+    code = source(path, "subclass")
+    compile(code, "anon.py", "exec")
+    assert "self.layer_0 = layers.Conv2D(" in code and 'name="0"' in code

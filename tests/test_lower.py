@@ -221,3 +221,15 @@ def test_multi_branch_concat_and_several_outputs(tmp_path: Path) -> None:
     assert g.node("mixed.out").shape == (12, 16, 16)
     assert g.outputs == ("mixed.out", "aux")
     assert g.node("aux").shape == (12,)
+
+
+def test_float_fields_take_yaml_1_1_exponent_text(tmp_path: Path) -> None:
+    """PyYAML reads `1e-3` as a string; a float field takes it as the number it spells."""
+    graph = build(
+        tmp_path,
+        "inputs: {x: [3, 8, 8]}\nbody:\n  - bn: {op: batch_norm, eps: 1e-3, momentum: 5E-2}\n",
+    )
+    op = graph.node("bn").op
+    assert isinstance(op, ir.BatchNorm) and (op.eps, op.momentum) == (1e-3, 5e-2)
+    with pytest.raises(SpecError, match="got str '1e-3x'"):
+        build(tmp_path, "inputs: {image: [3, 8, 8]}\nbody:\n  - bn: {op: batch_norm, eps: 1e-3x}\n")

@@ -92,7 +92,10 @@ class LayerPrinter(FunctionPrinter):
 
     @staticmethod
     def attr(names: Names, key: str) -> str:
-        return f"{names.path}{key}"
+        """The member's attribute: its Names path; an anonymous top-level item (`0`) is
+        `layer_0` (the layer keeps its IR name `0`, the weight adapter's contract)."""
+        attr = f"{names.path}{key}"
+        return f"layer_{attr}" if attr[:1].isdigit() else attr
 
     # ------------------------------------------------------------------ steps
 

@@ -227,7 +227,7 @@ def test_float_fields_take_yaml_1_1_exponent_text(tmp_path: Path) -> None:
     """PyYAML reads `1e-3` as a string; a float field takes it as the number it spells."""
     graph = build(
         tmp_path,
-        "inputs: {x: [3, 8, 8]}\nbody:\n  - bn: {op: batch_norm, eps: 1e-3, momentum: 5E-2}\n",
+        "inputs: {image: [3, 8, 8]}\nbody:\n  - bn: {op: batch_norm, eps: 1e-3, momentum: 5E-2}\n",
     )
     op = graph.node("bn").op
     assert isinstance(op, ir.BatchNorm) and (op.eps, op.momentum) == (1e-3, 5e-2)

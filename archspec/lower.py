@@ -22,12 +22,12 @@ from archspec.ir import Graph, Node, ScopeInfo, Shape, SourceRef
 from archspec.limits import LIMITS, describe
 from archspec.ops import ARITY, BUILTIN_DEFAULTS, RULES, OpError, fmt_shape
 from archspec.params import check_value, coerce, describe_value
-from archspec.registry import Located, ResolvedSpec
+from archspec.registry import PER_ITEM_FIELDS, Located, ResolvedSpec
 from archspec.source import Source
 from archspec.spec import BlockDef, BlockItem, ItemBase, ScopeItem
 
 V = TypeVar("V")
-COMMON_FIELDS = frozenset({"op", "name", "input", "inputs", "when", "doc", "share"})
+COMMON_FIELDS = PER_ITEM_FIELDS  # fields every item has: not op fields
 MAX_BLOCK_DEPTH = 32
 
 
@@ -322,8 +322,7 @@ class Lowerer:
             names.position = i
             full = prefix + local
             sources = self.resolve_inputs(item, names, current, ctx, path)
-            if item.when is not None and len(sources) > 1:
-                raise self.error(ctx.source, (*path, "when"), optional_merge_message(item))
+            through = self.passed_on(item, sources, ctx, path)
             if item.when is not None:
                 cond = self.value(item.when, ctx.env, ctx.source, (*path, "when"))
                 if not isinstance(cond, bool):
@@ -333,8 +332,8 @@ class Lowerer:
                         f"expected a condition (true/false), got {describe_value(cond)}",
                     )
                 if not cond:
-                    names.values[local] = sources[0]
-                    current = sources[0]
+                    names.values[local] = sources[through]
+                    current = sources[through]
                     continue
             if local in names.values and local != "input":
                 raise self.error(
@@ -349,6 +348,38 @@ class Lowerer:
             names.values[local] = out
             current = out
         return current
+
+    def passed_on(self, item: ItemBase, sources: list[str], ctx: BlockCtx, path: Path) -> int:
+        """Which input an absent item stands for: its only one, or the one `otherwise:`
+        names (an item with several inputs must say; nothing may choose silently)."""
+        if item.otherwise is None:
+            if item.when is not None and len(sources) > 1:
+                raise self.error(ctx.source, (*path, "when"), optional_merge_message(item))
+            return 0
+        where = (*path, "otherwise")
+        if item.when is None:
+            raise self.error(
+                ctx.source,
+                where,
+                "'otherwise' says which input flows on when the item is absent; "
+                "it needs a 'when' condition",
+            )
+        if item.inputs is None or len(item.inputs) < 2:
+            raise self.error(
+                ctx.source,
+                where,
+                "'otherwise' applies to an item with several inputs; an absent item with "
+                "one input passes that input on",
+            )
+        if item.otherwise not in item.inputs:
+            raise self.error(
+                ctx.source,
+                where,
+                f"'otherwise' must name one of this item's inputs "
+                f"({', '.join(item.inputs)}), got '{item.otherwise}'"
+                f"{suggest(item.otherwise, item.inputs)}",
+            )
+        return item.inputs.index(item.otherwise)
 
     def resolve_inputs(
         self, item: ItemBase, names: Names[str], current: str, ctx: BlockCtx, path: Path
@@ -627,6 +658,10 @@ class Lowerer:
                 values[pname] = decl.default
         in_shape = self.nodes[source_node].shape
         block_env = {**values, "in_channels": in_shape[0]}
+        for lname, raw in bdef.let.items():  # in order: a value may read the ones above
+            lpath = (*located.path, "let", lname)
+            with self.expanding(f"{full} ({block_name})", ctx.source, path):
+                block_env[lname] = self.value(raw, block_env, located.source, lpath)
         inner = BlockCtx(
             env=block_env,
             source=located.source,
@@ -704,12 +739,11 @@ def optional_merge_message(item: ItemBase) -> str:
     nothing says which one, and silently taking the first one would drop a path."""
     what = f"'{item.op}' item" if isinstance(getattr(item, "op", None), str) else "item"
     return (
-        f"'when' on an {what} with several inputs is not supported: when false, nothing "
-        "says which input flows on. Condition the branch that feeds it instead (an absent "
-        "item stands for its input: `add: {inputs: [bn3, downsample]}` adds the block input "
-        "when `downsample` is absent), or pick one of two block types, with and without "
-        "the merge, with an expression in 'block:' (`block: \"${'Res' if use_res else "
-        "'Plain'}\"`)"
+        f"'when' on an {what} with several inputs needs 'otherwise': when false, nothing "
+        "says which input flows on. Name it (`{op: add, inputs: [input, conv], when: "
+        "$use_res_connect, otherwise: conv}` returns conv without the residual), or "
+        "condition the branch that feeds it instead (an absent item stands for its input: "
+        "`add: {inputs: [bn3, downsample]}` adds the block input when `downsample` is absent)"
     )
 
 

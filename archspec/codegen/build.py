@@ -48,6 +48,7 @@ from .plan import (
     ExtraParam,
     GroupStep,
     Iteration,
+    Let,
     LoopPlan,
     ModulePlan,
     OpStep,
@@ -240,11 +241,21 @@ class PlanBuilder:
         for p, d in bdef.params.items():
             if d.type == "float" and type(defaults.get(p)) is int:
                 defaults[p] = float(defaults[p])
+        symbols = {**py, "in_channels": "in_channels"}
+        lets: list[Let] = []
+        for lname, raw in bdef.let.items():
+            py[lname] = symbols[lname] = names.new(lname)
+            found = expression_text(raw)
+            src = to_python(parse(found[0]), symbols.__getitem__) if found else literal(raw)
+            lets.append(Let(lname, py[lname], src, found is None))
         frames: list[Frame | None] = []
         for path in paths:
             env = {**dict(self.scopes[path].args), "in_channels": self.block_input_channels(path)}
+            for lname, raw in bdef.let.items():  # as lowering computed them
+                found = expression_text(raw)
+                env[lname] = evaluate(parse(found[0]), env) if found else raw
             frames.append(Frame(path + ".", env))
-        walker = ClassWalker(self, btype, len(paths), {**py, "in_channels": "in_channels"}, False)
+        walker = ClassWalker(self, btype, len(paths), symbols, False)
         x = Value("x", chan=parse("in_channels"))
         table = Names({"input": x})
         body: list[Step] = []
@@ -258,6 +269,7 @@ class PlanBuilder:
             btype,
             bdef.doc,
             params,
+            lets,
             walker.extras(),
             {p: i for i, p in enumerate(paths)},
             [x],
@@ -282,7 +294,8 @@ class PlanBuilder:
         out = walker.walk(spec.body.value, [Frame("", env)], table, inputs[0], body)
         outputs = [table.lookup(o) or out for o in spec.outputs.value] if spec.outputs else [out]
         decl = [Param(p, py, spec.params[p].value.type, params[p]) for p, py in exposed.items()]
-        return ClassPlan(name, "", decl, walker.extras(), {"": 0}, inputs, body, outputs, True)
+        doc = graph.description
+        return ClassPlan(name, doc, decl, [], walker.extras(), {"": 0}, inputs, body, outputs, True)
 
 
 class ClassWalker:
@@ -392,9 +405,10 @@ class ClassWalker:
             sources = self.inputs_of(item, names, current)
             live = [i for i, f in enumerate(frames) if f is not None]
             present = [i for i in live if self.exists(frames[i].prefix + local, item)]  # type: ignore[union-attr]
+            through = item.inputs.index(item.otherwise) if item.otherwise else 0
             if not present:
-                names.values[local] = sources[0]
-                current = sources[0]
+                names.values[local] = sources[through]
+                current = sources[through]
                 continue
             cond = None
             if item.when is not None or len(present) != len(live):
@@ -413,6 +427,7 @@ class ClassWalker:
                     )
                 else:
                     out = self.op_item(item, local, path, sub, present, sources, body, cond)
+                    body[-1].through = through  # type: ignore[union-attr]
             except PlanError as exc:  # innermost item first: say where, as spec errors do
                 raise locate(self.graph, self.pb.spec, path, exc) from None
             names.values[local] = out

@@ -179,7 +179,8 @@ class FunctionPrinter:
         if isinstance(step, plan.OpStep):
             apps, note = self.op_apps(step, names)
             cond = self.test(step.cond)
-            self.apply(body, list(step.inputs), self.slot(step.out), apps, cond, note)
+            s = self.apply(body, list(step.inputs), self.slot(step.out), apps, cond, note)
+            s.through = step.through
         elif isinstance(step, plan.BlockStep):
             self.block(step, names, body)
         elif isinstance(step, plan.GroupStep):
@@ -365,6 +366,7 @@ class FunctionPrinter:
         cls = self.cls
         x = self.slot(cls.inputs[0])
         lines, outputs = self.body_lines(Names(True), x)
+        lines = self.let_lines(lines)
         if re.search(r"\bin_channels\b", "\n".join(lines)):
             lines.insert(0, f"in_channels = {x.var}.shape[-1]")
         params = [p.py for p in cls.params if p.default is plan.REQUIRED]
@@ -376,6 +378,11 @@ class FunctionPrinter:
         signature = layout("def ", Call(func, (str(x.var), *params, "*", "name")), ":")
         doc = docstring(cls.doc, 4)
         return "\n".join([*signature, *indent([*doc, *lines, f"return {outputs[0].var}"])])
+
+    def let_lines(self, lines: list[str], base: int = 4) -> list[str]:
+        """The block's derived values (`width = ...`) the lines read, as locals before them."""
+        lets = plan.used_lets(self.cls.lets, "\n".join(lines))
+        return [ln for let in lets for ln in layout(f"{let.py} = ", let.src, base=base)] + lines
 
     def model_function(self, func: str, input_shapes: list[tuple[int, ...]]) -> str:
         cls, graph = self.cls, self.module.plan.graph
@@ -478,8 +485,8 @@ def emit_body(body: list[Any], base: int, acc: str = "x") -> list[str]:
         if s.cond is None:
             lines += steps
             continue
-        if out != ins[0]:
-            lines.append(f"{out} = {ins[0]}")
+        if out != ins[s.through]:
+            lines.append(f"{out} = {ins[s.through]}")
         lines += layout("if ", s.cond, ":", base=base)
         lines += [f"    {line}" if line.startswith("#") else line for line in steps]
     return lines

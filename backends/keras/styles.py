@@ -251,8 +251,7 @@ class LayerPrinter(FunctionPrinter):
             lines, outputs = self.body_lines(Names(False, root="self.name"), base=8)
         init = ["super().__init__(**kwargs)"]
         init += layout("self.init_args = ", Call("", tuple(config), "{}"), base=8)
-        for m in self.members:
-            init += member_lines(m)
+        init += self.let_lines([line for m in self.members for line in member_lines(m)], 8)
         if "in_channels" in "\n".join(init) and "in_channels" not in params and not cls.is_model:
             raise KerasEmitError("internal: in_channels used but not a parameter")
         package = py_str(self.module.plan.name)

@@ -55,6 +55,7 @@ from archspec.codegen.plan import (
     RepeatStep,
     Step,
     Value,
+    used_lets,
 )
 from archspec.codegen.printers import render_file
 from archspec.codegen.printers import templates as backend_templates
@@ -207,6 +208,7 @@ class ClassPrinter:
         self.root = Container("self", in_class=True)
         self.shared: dict[str, str] = {}
         self.counts: list[tuple[str, str]] = []  # int attributes (loops without modules)
+        self.flags: dict[str, str] = {}  # bool attribute -> condition (optional stateless ops)
         self.body: list[Any] = []
         self.slots: dict[int, Slot] = {}
 
@@ -247,9 +249,8 @@ class ClassPrinter:
         cond = getattr(step, "cond", None)
         ref = container.add(step.key, code, cond)
         ins = [self.slot(v) for v in step.inputs]
-        self.stmt(
-            body, ins, self.slot(step.out), lambda xs: Call(ref, tuple(xs)), ref if cond else None
-        )
+        test = f"{ref} is not None" if cond else None
+        self.stmt(body, ins, self.slot(step.out), lambda xs: Call(ref, tuple(xs)), test)
 
     def steps(self, steps: list[Step], container: Container, body: list[Any]) -> None:
         for step in steps:
@@ -294,6 +295,11 @@ class ClassPrinter:
                 self.shared[step.share] = self.root.add(step.share, printed.module)
             ref = self.shared[step.share]
             self.stmt(body, ins, out, lambda xs: Call(ref, tuple(xs)))
+        elif step.cond is not None and printed.module is None and printed.call is not None:
+            # an optional merge (MobileNetV2's residual): a flag set in __init__
+            s = self.stmt(body, ins, out, printed.call, f"self.{self.flag(step)}")
+            s.through = step.through
+            s.inplace = printed.inplace if len(ins) <= 2 else None
         elif (
             printed.call is None
             or kind in STATEFUL
@@ -307,6 +313,16 @@ class ClassPrinter:
         else:
             s = self.stmt(body, ins, out, printed.call)
             s.inplace = printed.inplace if len(ins) <= 2 else None
+
+    def flag(self, step: OpStep) -> str:
+        """The attribute forward tests: the condition's own name when it is one
+        (`use_res_connect`), else `use_<item>`."""
+        assert step.cond is not None
+        attr = step.cond if step.cond.isidentifier() else f"use_{step.key}"
+        if self.flags.get(attr, step.cond) != step.cond or attr in self.root.keys:
+            raise TorchEmitError(f"attribute '{attr}' of {self.cls.name} is taken")
+        self.flags[attr] = step.cond
+        return attr
 
     def member_code(self, step: Step) -> Code:
         """The step as one module (inside an nn.Sequential): chains only."""
@@ -391,6 +407,7 @@ class ClassPrinter:
         return render_class(
             cls.name,
             doc=docstring(cls.doc, 4),
+            attrs=self.class_attrs(),
             signature=layout("def ", Call("__init__", tuple(sig)), " -> None:", base=4),
             init=self.init_section(),
             forward_signature=["def forward(self, x: torch.Tensor) -> torch.Tensor:"],
@@ -410,7 +427,7 @@ class ClassPrinter:
         methods = [["def _init_weights(self) -> None:", *["    " + s for s in init_weights]]]
         return render_class(
             cls.name,
-            doc=[],
+            doc=docstring(cls.doc, 4),
             signature=layout("def ", Call("__init__", tuple(sig)), " -> None:", base=4),
             init=init,
             forward_signature=layout(
@@ -421,7 +438,7 @@ class ClassPrinter:
         )
 
     def init_section(self) -> list[str]:
-        lines = ["super().__init__()"]
+        lines: list[str] = []
         for m in self.root.members:
             if m.key.isidentifier():
                 target, close = f"self.{m.key} = ", ""
@@ -438,7 +455,36 @@ class ClassPrinter:
                 lines += layout("if ", m.cond, ":", base=8)
                 lines += layout(target, m.code, close, 4, base=8)
         lines += [f"self.{attr} = {src}" for attr, src in self.counts]
-        return lines
+        return self.with_lets(lines)
+
+    def with_lets(self, lines: list[str]) -> list[str]:
+        """`super().__init__()`, the block's derived values as locals (a flag's own value
+        straight into its attribute, as torchvision's `self.use_res_connect = ...`), then
+        `lines`. Constant lets are class attributes (`class_attrs`), read as `self.name`."""
+        consts = [let.py for let in self.cls.lets if let.const]
+        pattern = re.compile(rf"(?<![\w.\"])({'|'.join(map(re.escape, consts))})\b")
+
+        def attrs(text: str) -> str:
+            return pattern.sub(r"self.\1", text) if consts else text
+
+        lines = [attrs(line) for line in lines]
+        flags = {attr: attrs(cond) for attr, cond in self.flags.items()}
+        text = "\n".join(lines)
+        head: list[str] = ["super().__init__()"]
+        for let in used_lets(self.cls.lets, text + "\n" + "\n".join(flags.values())):
+            if let.const:
+                continue
+            if flags.get(let.py) == let.py and not re.search(rf"\b{let.py}\b", text):
+                head += layout(f"self.{let.py} = ", attrs(let.src), base=8)
+                del flags[let.py]
+            else:
+                head += layout(f"{let.py} = ", attrs(let.src), base=8)
+        for attr, cond in flags.items():
+            head += layout(f"self.{attr} = ", cond, base=8)
+        return head + lines
+
+    def class_attrs(self) -> list[str]:
+        return [f"{let.py} = {let.src}" for let in self.cls.lets if let.const]
 
 
 def call_code(call: BlockCall) -> Code:
@@ -462,22 +508,25 @@ def emit_body(body: list[Any], base: int = 8) -> list[str]:
                 lines.append(f"{s.result.var} = out")
             continue
         first = s.inputs[0] if s.inputs else None
+        test = layout("if ", s.cond, ":", base=base) if s.cond is not None else []
         if (
             s.inplace
             and first is not None
             and first.fresh
             and first.readers == [s]
             and first.var == s.out.var
+            and (s.cond is None or s.through == 0)
         ):
-            lines.append(s.inplace([str(v.var) for v in s.inputs]))
+            inplace = s.inplace([str(v.var) for v in s.inputs])
+            lines += [*test, f"    {inplace}"] if test else [inplace]
             continue
         code = s.call([v.var for v in s.inputs])  # type: ignore[misc]
         if s.cond is None:
             lines += layout(f"{s.out.var} = ", code, base=base)
             continue
-        if s.out.var != s.inputs[0].var:
-            lines.append(f"{s.out.var} = {s.inputs[0].var}")
-        lines += layout("if ", f"{s.cond} is not None", ":", base=base)
+        if s.out.var != s.inputs[s.through].var:
+            lines.append(f"{s.out.var} = {s.inputs[s.through].var}")
+        lines += test
         lines += layout(f"{s.out.var} = ", code, "", 4, base=base)
     return lines
 
@@ -535,6 +584,7 @@ class ModulePrinter:
 
 def render_class(name: str, **parts: Any) -> str:
     parts.setdefault("methods", [])
+    parts.setdefault("attrs", [])
     return templates().get_template("block.py.j2").render(name=name, **parts).rstrip() + "\n"
 
 

@@ -1,0 +1,110 @@
+"""Spec language v2 constructs: optional merges that generate (`when` + `otherwise`),
+block `let:` values, stage tables and flat numbering.
+
+The InvertedResidual block below is MobileNetV2's, written once: instances whose shape
+allows it add their input (`use_res_connect`), the others return their main path; both
+are one generated class in every source backend. `relu` stands in for ReLU6 here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from archspec_keras import emit_source as keras_source
+from archspec_keras.parity import KerasRunner
+from archspec_onnx.parity import OnnxRunner
+from archspec_torch import emit_source as torch_source
+from archspec_torch.parity import TorchRunner
+
+from archspec.ir import Add
+from archspec.lower import lower
+from archspec.parity import run_parity
+from archspec.registry import load
+
+INVERTED = """\
+description: A small MobileNetV2-like net (relu stands in for relu6)
+params: {num_classes: 10}
+inputs:
+  image: [3, 32, 32]
+defaults:
+  conv: {bias: false}
+blocks:
+  InvertedResidual:
+    doc: 1x1 expand, 3x3 depthwise, 1x1 linear projection; the input added when shapes allow.
+    params: {out_channels: int, stride: 1, expand_ratio: 6}
+    let:
+      hidden_dim: ${in_channels * expand_ratio}
+      use_res_connect: ${stride == 1 and in_channels == out_channels}
+    body:
+      - expand: {op: conv, out: $hidden_dim, kernel: 1}
+      - bn1: {op: batch_norm}
+      - relu1: {op: relu}
+      - dw: {op: conv, out: $hidden_dim, kernel: 3, stride: $stride, padding: 1,
+            groups: $hidden_dim}
+      - bn2: {op: batch_norm}
+      - relu2: {op: relu}
+      - project: {op: conv, out: $out_channels, kernel: 1}
+      - bn3: {op: batch_norm}
+      - add: {op: add, inputs: [bn3, input], when: $use_res_connect, otherwise: bn3}
+body:
+  - stem: {op: conv, out: 16, kernel: 3, stride: 2, padding: 1}
+  - b1: {block: InvertedResidual, args: {out_channels: 16}}
+  - b2: {block: InvertedResidual, args: {out_channels: 24, stride: 2}}
+  - b3: {block: InvertedResidual, args: {out_channels: 24}}
+  - pool: {op: global_avg_pool}
+  - fc: {op: linear, out: $num_classes}
+"""
+
+
+@pytest.fixture
+def inverted(tmp_path: Path) -> Path:
+    path = tmp_path / "inverted_net.yaml"
+    path.write_text(INVERTED)
+    return path
+
+
+def test_optional_residual_exists_where_its_condition_holds(inverted: Path) -> None:
+    graph = lower(load(inverted))
+    adds = {n.name for n in graph.nodes if isinstance(n.op, Add)}
+    assert adds == {"b1.add", "b3.add"}  # b2 changes stride and channels: no residual
+    # where absent, `otherwise: bn3` flows on: the block returns its main path
+    assert graph.node("b3.expand").inputs == ("b2.bn3",)
+
+
+def test_optional_residual_is_one_torch_class_with_a_flag(inverted: Path) -> None:
+    spec = load(inverted)
+    source = torch_source(spec, lower(spec))
+    assert source.count("class InvertedResidual(nn.Module):") == 1
+    assert "        hidden_dim = in_channels * expand_ratio\n" in source
+    assert "self.use_res_connect = stride == 1 and in_channels == out_channels\n" in source
+    assert "        if self.use_res_connect:\n            out += x\n" in source
+
+
+@pytest.mark.parametrize("style", ["functional", "subclass"])
+def test_optional_residual_in_keras(inverted: Path, style: str) -> None:
+    spec = load(inverted)
+    source = keras_source(spec, lower(spec), style)
+    assert "use_res_connect = stride == 1 and in_channels == out_channels" in source
+    if style == "functional":
+        assert "    if use_res_connect:\n        x = layers.Add(" in source
+    else:
+        assert 'layers.Add(name=f"{self.name}_add") if use_res_connect else None' in source
+
+
+@pytest.mark.slow
+def test_optional_residual_parity_in_every_backend(inverted: Path) -> None:
+    spec = load(inverted)
+    graph = lower(spec)
+    runners = [
+        TorchRunner(name="torch64", float64=True),
+        TorchRunner(),
+        KerasRunner(),
+        KerasRunner("subclass"),
+        OnnxRunner(),
+    ]
+    reports = run_parity(spec, graph, runners, batch=2)
+    assert [r.other for r in reports] == ["torch", "keras", "keras_subclass", "onnx"]
+    for report in reports:  # DESIGN's fp32 tolerance, every block output probed
+        assert report.passed, (report.other, report.first_divergence)
+        assert {"b1.add", "b2.bn3", "b3.add"} <= set(report.probes)

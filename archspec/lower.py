@@ -313,12 +313,14 @@ class Lowerer:
         names: Names[str],
         current: str,
         ctx: BlockCtx,
+        flat: bool = False,
     ) -> str:
         names.declared = [item.name or str(i) for i, item in enumerate(items)]
+        number = 0  # flat numbering: the next anonymous item's number
         for i, item in enumerate(items):
             path = self.item_path(ctx.source, list_path, i)
             self.expand(1, ctx.source, path)
-            local = names.declared[i]
+            local = item.name or str(number) if flat else names.declared[i]
             names.position = i
             full = prefix + local
             sources = self.resolve_inputs(item, names, current, ctx, path)
@@ -332,21 +334,26 @@ class Lowerer:
                         f"expected a condition (true/false), got {describe_value(cond)}",
                     )
                 if not cond:
-                    names.values[local] = sources[through]
+                    if not flat or item.name is not None:  # flat: it takes no number
+                        names.values[local] = sources[through]
                     current = sources[through]
                     continue
             if local in names.values and local != "input":
                 raise self.error(
                     ctx.source, path, f"duplicate name '{local}' in this body", key=True
                 )
+            spliced = flat and item.name is None and isinstance(item, BlockItem)
             if isinstance(item, BlockItem):
-                out = self.lower_block_item(item, path, full, sources, ctx)
+                at = (prefix, number) if spliced else None
+                out, count = self.lower_block_item(item, path, full, sources, ctx, at)
+                number += count if spliced else 0
             elif isinstance(item, ScopeItem):
                 out = self.lower_scope_item(item, path, full, sources, names, ctx)
             else:
                 out = self.lower_op(item, path, full, sources, ctx)
             names.values[local] = out
             current = out
+            number += 0 if spliced or item.name is not None else 1
         return current
 
     def passed_on(self, item: ItemBase, sources: list[str], ctx: BlockCtx, path: Path) -> int:
@@ -586,11 +593,42 @@ class Lowerer:
             self.depth -= 1
 
     def lower_block_item(
-        self, item: BlockItem, path: Path, full: str, sources: list[str], ctx: BlockCtx
-    ) -> str:
+        self,
+        item: BlockItem,
+        path: Path,
+        full: str,
+        sources: list[str],
+        ctx: BlockCtx,
+        at: tuple[str, int] | None = None,
+    ) -> tuple[str, int]:
+        """The item's block calls, in order; with `at` (a flat scope's prefix and next
+        number) they are numbered in the enclosing scope. Returns the output and count."""
         if len(sources) != 1:
             raise self.error(ctx.source, (*path, "inputs"), "a block takes exactly one input")
-        block_name = self.value(item.block, ctx.env, ctx.source, (*path, "block"))
+        runs = self.block_runs(item, ctx, path)
+        if runs is None:
+            located, block_name = self.block_type(item, ctx.env, ctx, path)
+            out = self.call_block(
+                located, block_name, item.args, None, ctx, path, full, sources[0], {}
+            )
+            return out, 1
+        here = SourceRef(ctx.source.file, path)
+        if at is None:
+            self.scopes.append(ScopeInfo(path=full, kind="repeat", source=here))
+        current = sources[0]
+        for k, (extra, first) in enumerate(runs):
+            sub = f"{at[0]}{at[1] + k}" if at else f"{full}.{item.prefix}{item.start + k}"
+            located, block_name = self.block_type(item, {**ctx.env, **extra}, ctx, path)
+            overrides = item.first if first else None
+            current = self.call_block(
+                located, block_name, item.args, overrides, ctx, path, sub, current, extra
+            )
+        return current, len(runs)
+
+    def block_type(
+        self, item: BlockItem, env: Mapping[str, Any], ctx: BlockCtx, path: Path
+    ) -> tuple[Located[BlockDef], str]:
+        block_name = self.value(item.block, env, ctx.source, (*path, "block"))
         located = self.spec.blocks.get(block_name) if isinstance(block_name, str) else None
         if located is None:
             raise self.error(
@@ -598,22 +636,43 @@ class Lowerer:
                 (*path, "block"),
                 f"unknown block '{block_name}'{suggest(str(block_name), self.spec.blocks)}",
             )
-        count = self.repeat_count(item, ctx, path)
-        if count is None:
-            return self.call_block(
-                located, block_name, item.args, None, ctx, path, full, sources[0], {}
-            )
-        here = SourceRef(ctx.source.file, path)
-        self.scopes.append(ScopeInfo(path=full, kind="repeat", block_type=block_name, source=here))
-        current = sources[0]
-        self.expand(count, ctx.source, (*path, "repeat"))
-        for i in range(count):
-            sub = f"{full}.{item.prefix}{item.start + i}"
-            first = item.first if i == 0 else None
-            current = self.call_block(
-                located, block_name, item.args, first, ctx, path, sub, current, {"index": i}
-            )
-        return current
+        return located, block_name
+
+    def block_runs(
+        self, item: BlockItem, ctx: BlockCtx, path: Path
+    ) -> list[tuple[dict[str, Any], bool]] | None:
+        """(names bound for one call, whether it is a row's first) per call: `index` for a
+        repeat, also the row's values for a table; None for a single call."""
+        if item.table is None:
+            count = self.repeat_count(item, ctx, path)
+            if count is None:
+                return None
+            self.expand(count, ctx.source, (*path, "repeat"))
+            return [({"index": i}, i == 0) for i in range(count)]
+        runs: list[tuple[dict[str, Any], bool]] = []
+        for r, row in enumerate(item.table):
+            for key in row:
+                if key in ctx.env or key == "index":
+                    raise self.error(
+                        ctx.source,
+                        (*path, "table", r, key),
+                        f"table column '{key}' hides the name '{key}' visible here; rename "
+                        "the column",
+                        key=True,
+                    )
+            saved = ctx.env
+            ctx.env = {**saved, **row}
+            try:
+                count = 1 if item.repeat is None else self.repeat_count(item, ctx, path)
+            except SpecError as exc:
+                exc.context = exc.context or f"for table row {r}: {describe_value(row)}"
+                raise
+            finally:
+                ctx.env = saved
+            assert count is not None
+            self.expand(count, ctx.source, (*path, "table", r))
+            runs += [({**row, "index": i}, i == 0) for i in range(count)]
+        return runs
 
     def call_block(
         self,
@@ -713,7 +772,16 @@ class Lowerer:
         if count is None:
             self.scopes.append(ScopeInfo(path=full, kind="group", source=here))
             inner = Names[str](values={}, parent=names)
-            return self.lower_items(item.body, (*path, "body"), full + ".", inner, sources[0], ctx)
+            flat = item.numbering == "flat"
+            body_path = (*path, "body")
+            return self.lower_items(item.body, body_path, full + ".", inner, sources[0], ctx, flat)
+        if item.numbering == "flat":
+            raise self.error(
+                ctx.source,
+                (*path, "numbering"),
+                "'numbering: flat' numbers the items of one scope; a repeated scope names "
+                "its repetitions (use it on a scope inside the repeated body)",
+            )
         self.scopes.append(ScopeInfo(path=full, kind="repeat", source=here))
         current = sources[0]
         self.expand(count, ctx.source, (*path, "repeat"))

@@ -346,17 +346,32 @@ class RepeatFields(SpecModel):
         return value
 
 
+TableValue = int | float | bool | str | list[int | float]
+
+
 class BlockItem(ItemBase, RepeatFields):
-    """Use a block (by name, or `$param`), optionally repeated as a stage."""
+    """Use a block (by name, or `$param`), optionally repeated as a stage, or expanded
+    from a table of per-stage settings (`table:`, each row `repeat` times)."""
 
     block: str
     args: dict[Identifier, Any] = Field(default_factory=dict)
+    table: Annotated[list[dict[Identifier, TableValue]], Field(min_length=1)] | None = Field(
+        default=None,
+        description="per-stage settings, one mapping per row: its values are names in "
+        "'block', 'repeat', 'args' and 'first'; each row gives 'repeat' blocks (default 1)",
+    )
 
 
 class ScopeItem(ItemBase, RepeatFields):
     """An inline, named group of items (a branch, a `features` sequence, a repeated body)."""
 
     body: list[Item]
+    numbering: Literal["position", "flat"] = Field(
+        default="position",
+        description="how anonymous items are named: by list position, or 'flat' "
+        "(torchvision's features.0 ... features.18): counting only present items, an "
+        "anonymous repeated or table block item numbering its blocks in this scope",
+    )
 
 
 def _item_kind(value: Any) -> str | None:

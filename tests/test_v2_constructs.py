@@ -9,12 +9,14 @@ are one generated class in every source backend. `relu` stands in for ReLU6 here
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from archspec_keras import emit_source as keras_source
 from archspec_keras.parity import KerasRunner
 from archspec_onnx.parity import OnnxRunner
 from archspec_torch import emit_source as torch_source
+from archspec_torch import generate_module
 from archspec_torch.parity import TorchRunner
 
 from archspec.ir import Add
@@ -108,3 +110,91 @@ def test_optional_residual_parity_in_every_backend(inverted: Path) -> None:
     for report in reports:  # DESIGN's fp32 tolerance, every block output probed
         assert report.passed, (report.other, report.first_divergence)
         assert {"b1.add", "b2.bn3", "b3.add"} <= set(report.probes)
+
+
+MOBILENET = Path(__file__).resolve().parent.parent / "docs" / "examples" / "mobilenet_v2_relu.yaml"
+
+
+def torchvision_mobilenet_v2_with_relu() -> Any:
+    """torchvision's mobilenet_v2 with every ReLU6 replaced by ReLU (what the example
+    spec computes until relu6 lands), with non-trivial BatchNorm statistics."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(weights=None)
+    for module in list(model.modules()):
+        for key, child in list(module.named_children()):
+            if isinstance(child, torch.nn.ReLU6):
+                setattr(module, key, torch.nn.ReLU())
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def test_mobilenet_v2_table_has_torchvisions_state_dict_keys(tmp_path: Path) -> None:
+    import torch
+
+    module, graph = generate_module(MOBILENET, directory=tmp_path)
+    ours = getattr(module, graph.name)().eval()
+    ref = torchvision_mobilenet_v2_with_relu()
+    want = [(k, tuple(v.shape)) for k, v in ref.state_dict().items()]
+    got = [(k, tuple(v.shape)) for k, v in ours.state_dict().items()]
+    assert got == want  # same keys, same order, same shapes
+    keys = [k for k, _ in got]
+    for key in ("features.0.0.weight", "features.1.conv.0.0.weight", "features.1.conv.1.weight"):
+        assert key in keys  # t = 1: no expansion, the depthwise conv is conv.0
+    assert "features.2.conv.3.running_var" in keys and "features.18.0.weight" in keys
+    assert "classifier.1.weight" in keys
+    trainable = sum(p.numel() for p in ours.parameters())
+    assert trainable == 3_504_872
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 67, 67, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, actual = ref(x), ours(x)
+    assert (actual - expected).abs().max().item() <= 1e-5 * max(1.0, expected.abs().max().item())
+
+
+def test_mobilenet_v2_source_is_one_block_class_and_a_flat_sequential() -> None:
+    spec = load(MOBILENET)
+    source = torch_source(spec, lower(spec))
+    assert source.count("class InvertedResidual(nn.Module):") == 1
+    assert "        if expand_ratio != 1:\n            layers.append(" in source
+    assert "        self.conv = nn.Sequential(*layers)\n" in source
+    assert "self.use_res_connect = stride == 1 and in_channels == out_channels" in source
+    # features.1 ... features.17 sit in one flat nn.Sequential, like torchvision's
+    assert "InvertedResidual(32, out_channels=16, stride=1, expand_ratio=1)," in source
+    assert "OrderedDict" not in source
+
+
+def test_flat_numbering_that_varies_is_a_label_in_keras() -> None:
+    spec = load(MOBILENET)
+    source = keras_source(spec, lower(spec))
+    # features.1 (expand_ratio 1) has its depthwise conv at conv.0, the others at conv.1
+    assert 'name=f"{name}_conv_{int(expand_ratio != 1)}_0"' in source
+    assert 'name=f"{name}_conv_{1 + int(expand_ratio != 1)}"' in source
+    assert 'name="features_17"' in source and 'name="features_18_0"' in source
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_parity_in_every_backend() -> None:
+    spec = load(MOBILENET)
+    graph = lower(spec, input_size=(32, 32))
+    runners = [
+        TorchRunner(name="torch64", float64=True),
+        TorchRunner(),
+        KerasRunner(),
+        KerasRunner("subclass"),
+        OnnxRunner(),
+    ]
+    reports = run_parity(spec, graph, runners, batch=2)
+    for report in reports:  # DESIGN's fp32 tolerance at every block's output
+        assert report.passed, (report.other, report.first_divergence)
+        # block outputs: no residual in features.1 and .2 (shapes change), one in .3
+        outs = {"features.1.conv.2", "features.2.conv.3", "features.3.add", "features.18.2"}
+        assert outs <= set(report.probes)

@@ -159,6 +159,7 @@ class OpStep:
     share: str | None = None  # shared-weight group: one member called at every use
     named: bool = False  # the spec named the item (`maxpool:`), rather than numbering it
     through: int = 0  # the input that flows on where the op is absent (`otherwise:`)
+    label: str | None = None  # flat numbering: the key as an f-string field where it varies
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,8 @@ class BlockStep:
     cond: str | None
     call: BlockCall | None  # one block
     stage: tuple[tuple[str, BlockCall], ...] | None = None  # a repeat: (key, call) per entry
+    flat: bool = False  # the stage's entries are the enclosing scope's (flat numbering)
+    label: str | None = None
 
     @property
     def inputs(self) -> tuple[Value, ...]:
@@ -196,6 +199,7 @@ class GroupStep:
     cond: str | None
     body: list[Step]
     chain: bool
+    label: str | None = None
 
     @property
     def inputs(self) -> tuple[Value, ...]:
@@ -231,6 +235,7 @@ class RepeatStep:
     out: Value
     unrolled: list[Iteration] | None = None
     loop: LoopPlan | None = None
+    label: str | None = None
 
     @property
     def inputs(self) -> tuple[Value, ...]:

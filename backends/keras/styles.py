@@ -140,7 +140,7 @@ class LayerPrinter(FunctionPrinter):
 
     @staticmethod
     def attr(names: Names, key: str) -> str:
-        return f"{names.path}{key}"
+        return f"{names.attrs}{key}"
 
     # ------------------------------------------------------------------ steps
 
@@ -148,7 +148,7 @@ class LayerPrinter(FunctionPrinter):
         if step.share:
             var = self.shared_layer(step, names)
             return [lambda xs: (var, f"({xs[0]})")], None
-        name = names.of(step.key)
+        name = names.of(step.key, step.label)
         printed = self.printed(step, name)
         attr = self.attr(names, step.key)
         if printed.merge is not None:
@@ -172,7 +172,8 @@ class LayerPrinter(FunctionPrinter):
     def step(self, step: Step, names: Names, body: list[Any]) -> None:
         if isinstance(step, GroupStep | BlockStep) and step.cond is not None:
             layers = self.chain_codes([step], names)
-            code = layers[0] if len(layers) == 1 else sequential(layers, names.of(step.key))
+            label = names.of(step.key, step.label)
+            code = layers[0] if len(layers) == 1 else sequential(layers, label)
             access = self.place(code, self.attr(names, step.key), step.cond)
             cond = self.test(step.cond)
             self.apply(body, [step.input], self.slot(step.out), [layer_app(access)], cond)
@@ -185,7 +186,7 @@ class LayerPrinter(FunctionPrinter):
         for leaf, where in self.chain_leaves(steps, names):
             if isinstance(leaf, OpStep):
                 assert isinstance(where, Names)
-                codes += self.printed(leaf, where.of(leaf.key)).chain
+                codes += self.printed(leaf, where.of(leaf.key, leaf.label)).chain
             else:
                 assert isinstance(where, str)
                 codes.append(self.ctor(leaf, where))
@@ -197,11 +198,11 @@ class LayerPrinter(FunctionPrinter):
 
     def block(self, step: BlockStep, names: Names, body: list[Any]) -> None:
         if step.call is not None:
-            code = self.ctor(step.call, names.of(step.key))
+            code = self.ctor(step.call, names.of(step.key, step.label))
             access = self.place(code, self.attr(names, step.key), None)
             self.apply(body, [step.input], self.slot(step.out), [layer_app(access)])
             return
-        stage = names.inner(step.key)
+        stage = names if step.flat else names.inner(step.key, step.label)
         blocks = [self.ctor(call, stage.of(key)) for key, call in step.stage or ()]
         attr = self.place(Call("", tuple(blocks), "[]"), self.attr(names, step.key), None)
         var = self.locals.new("block")
@@ -220,7 +221,7 @@ class LayerPrinter(FunctionPrinter):
         offset = f" + {loop.start}" if loop.start else ""
         inner_names = names.inner(step.key).inner(f"{loop.prefix}{{{index}{offset}}}")
         saved = self.loop_entries, self.loop_base
-        self.loop_entries, self.loop_base = [], inner_names.path
+        self.loop_entries, self.loop_base = [], inner_names.attrs
         inner: list[Any] = []
         try:
             self.steps(loop.body, inner_names, inner)

@@ -91,6 +91,7 @@ class Member:
     key: str
     code: Code
     cond: str | None = None
+    pre: list[str] = field(default_factory=list)  # statements building its parts first
 
 
 class Container:
@@ -102,7 +103,9 @@ class Container:
         self.members: list[Member] = []
         self.keys: set[str] = set()
 
-    def add(self, key: str, code: Code, cond: str | None = None) -> str:
+    def add(
+        self, key: str, code: Code, cond: str | None = None, pre: list[str] | None = None
+    ) -> str:
         if key in self.keys:
             raise TorchEmitError(f"two submodules named '{key}' in {self.access}")
         if self.in_class and key in MODULE_ATTRS:
@@ -110,7 +113,7 @@ class Container:
                 f"item name '{key}' collides with torch.nn.Module.{key}; rename it in the spec"
             )
         self.keys.add(key)
-        self.members.append(Member(key, code, cond))
+        self.members.append(Member(key, code, cond, pre or []))
         return self.ref(key)
 
     def ref(self, key: str) -> str:
@@ -265,6 +268,9 @@ class ClassPrinter:
         elif isinstance(step, BlockStep):
             self.add_member(container, step, self.block_code(step), body)
         elif isinstance(step, GroupStep):
+            if step.chain and any(getattr(s, "cond", None) for s in step.body):
+                self.built_chain(container, step, body)
+                return
             if step.chain:
                 self.add_member(container, step, self.member_code(step), body)
                 return
@@ -324,6 +330,48 @@ class ClassPrinter:
         self.flags[attr] = step.cond
         return attr
 
+    def built_chain(self, container: Container, step: GroupStep, body: list[Any]) -> None:
+        """A flat chain with optional members, built as torchvision's MobileNetV2 does
+        (`layers.append(...)` under each condition, then `nn.Sequential(*layers)`): an
+        absent member takes no index, so the keys follow the spec's flat numbering."""
+        if not container.in_class:
+            raise TorchEmitError(f"'{step.key}' (optional members) must be a member of a class")
+        var = "layers"
+        pre = [f"{var}: list[nn.Module] = []"]
+        run: list[Code] = []
+
+        def flush() -> None:
+            if len(run) == 1:
+                pre.extend(layout("", Call(f"{var}.append", (run[0],)), base=8))
+            elif run:
+                pre.extend(layout("", Call(f"{var}.extend", (Call("", tuple(run), "[]"),)), base=8))
+            run.clear()
+
+        for inner in step.body:
+            cond = getattr(inner, "cond", None)
+            entries = self.entries([inner])
+            if cond is None:
+                run.extend(code for _, code in entries)
+                continue
+            flush()
+            pre += layout("if ", cond, ":", base=8)
+            for _, code in entries:
+                pre += layout("", Call(f"{var}.append", (code,)), "", 4, base=8)
+        flush()
+        ref = container.add(step.key, Call("nn.Sequential", (f"*{var}",)), pre=pre)
+        ins = [self.slot(step.input)]
+        self.stmt(body, ins, self.slot(step.out), lambda xs: Call(ref, tuple(xs)))
+
+    def entries(self, steps: list[Step]) -> list[tuple[str, Code]]:
+        """(key, module) of each step in an nn.Sequential; a flat stage's blocks each."""
+        out: list[tuple[str, Code]] = []
+        for step in steps:
+            if isinstance(step, BlockStep) and step.flat:
+                out += [(key, call_code(call)) for key, call in step.stage or ()]
+            else:
+                out.append((step.key, self.member_code(step)))
+        return out
+
     def member_code(self, step: Step) -> Code:
         """The step as one module (inside an nn.Sequential): chains only."""
         if isinstance(step, OpStep):
@@ -333,7 +381,9 @@ class ClassPrinter:
         if isinstance(step, BlockStep):
             return self.block_code(step)
         if isinstance(step, GroupStep):
-            return sequential([(s.key, self.member_code(s)) for s in step.body])
+            if any(getattr(s, "cond", None) for s in step.body):
+                raise TorchEmitError(f"'{step.key}' (optional members) must be a member of a class")
+            return sequential(self.entries(step.body))
         assert isinstance(step, RepeatStep) and step.unrolled is not None
         return sequential(
             [
@@ -440,6 +490,7 @@ class ClassPrinter:
     def init_section(self) -> list[str]:
         lines: list[str] = []
         for m in self.root.members:
+            lines += m.pre
             if m.key.isidentifier():
                 target, close = f"self.{m.key} = ", ""
             else:

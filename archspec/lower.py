@@ -613,15 +613,22 @@ class Lowerer:
             )
             return out, 1
         here = SourceRef(ctx.source.file, path)
+        stage = len(self.scopes)  # the stage's entry, before its blocks'; its type after them
         if at is None:
             self.scopes.append(ScopeInfo(path=full, kind="repeat", source=here))
         current = sources[0]
+        types: set[str] = set()
         for k, (extra, first) in enumerate(runs):
             sub = f"{at[0]}{at[1] + k}" if at else f"{full}.{item.prefix}{item.start + k}"
             located, block_name = self.block_type(item, {**ctx.env, **extra}, ctx, path)
+            types.add(block_name)
             overrides = item.first if first else None
             current = self.call_block(
                 located, block_name, item.args, overrides, ctx, path, sub, current, extra
+            )
+        if at is None and len(types) == 1:
+            self.scopes[stage] = ScopeInfo(
+                path=full, kind="repeat", block_type=types.pop(), source=here
             )
         return current, len(runs)
 

@@ -198,3 +198,41 @@ def test_mobilenet_v2_parity_in_every_backend() -> None:
         # block outputs: no residual in features.1 and .2 (shapes change), one in .3
         outs = {"features.1.conv.2", "features.2.conv.3", "features.3.add", "features.18.2"}
         assert outs <= set(report.probes)
+
+
+NESTED = """\
+inputs:
+  image: [3, 16, 16]
+blocks:
+  Inner:
+    params: {width: int}
+    body:
+      - conv: {op: conv, out: $width, kernel: 3, padding: 1}
+      - bn: {op: batch_norm}
+  Outer:
+    params: {width: int}
+    body:
+      - a: {block: Inner, args: {width: $width}}
+      - b: {block: Inner, args: {width: "${2 * width}"}}
+      - c: {op: conv, out: $width, kernel: 1}
+body:
+  - o1: {block: Outer, args: {width: 8}}
+  - o2: {block: Outer, args: {width: 16}}
+"""
+
+
+def test_a_sub_blocks_input_channels_are_computed_inside_the_block(tmp_path: Path) -> None:
+    import torch
+
+    path = tmp_path / "nested_net.yaml"
+    path.write_text(NESTED)
+    spec = load(path)
+    source = torch_source(spec, lower(spec))
+    # b reads a's output (width channels), c reads b's (2 * width): no extra arguments
+    assert "def __init__(self, in_channels: int, width: int) -> None:" in source
+    assert "self.b = Inner(width, width=2 * width)" in source
+    assert "self.c = nn.Conv2d(2 * width, width, kernel_size=1)" in source
+    assert "_in_channels" not in source
+    module, graph = generate_module(path, directory=tmp_path)
+    out = getattr(module, graph.name)().eval()(torch.zeros(1, 3, 16, 16))
+    assert tuple(out.shape) == (1, *graph.node(graph.outputs[0]).shape)

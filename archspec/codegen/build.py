@@ -27,6 +27,7 @@ from archspec.expr import (
     evaluate,
     expression_text,
     parse,
+    substitute,
     to_python,
 )
 from archspec.expr import names as free_names
@@ -251,7 +252,8 @@ class PlanBuilder:
             py[lname] = symbols[lname] = names.new(lname)
             found = expression_text(raw)
             src = to_python(parse(found[0]), symbols.__getitem__) if found else literal(raw)
-            lets.append(Let(lname, py[lname], src, found is None))
+            expr = parse(found[0]) if found else Num(raw)
+            lets.append(Let(lname, py[lname], src, found is None, expr))
         frames: list[Frame | None] = []
         for path in paths:
             env = {**dict(self.scopes[path].args), "in_channels": self.block_input_channels(path)}
@@ -667,6 +669,7 @@ class ClassWalker:
         if kids is None and item.repeat is None and item.table is None:
             call = self.block_call(item, local, sub, present, source.chan, first=False)
             body.append(BlockStep(local, path, source, out, cond, call))
+            out.chan = self.call_channels(call, source.chan)
             return out
         children = (
             [kids[i] for i in present]
@@ -686,10 +689,33 @@ class ClassWalker:
                 frames[i] = Frame(ch[j], sub[i].env)  # type: ignore[union-attr]
             call = self.block_call(item, local, frames, present, chan, first=j == 0)
             entries.append((child.rsplit(".", 1)[-1], call))
-            chan = None
+            chan = self.call_channels(call, chan)
+        out.chan = chan
         step = BlockStep(local, path, source, out, cond, None, tuple(entries), kids is not None)
         body.append(step)
         return out
+
+    def call_channels(self, call: BlockCall, in_chan: Expr | None) -> Expr | None:
+        """A block call's output channels in this class's names: the block's own output
+        expression with its parameters replaced by the call's arguments, so the next
+        layer's input channels are computed here, never a per-instance argument."""
+        cls = self.pb.classes[call.block]
+        chan = cls.outputs[0].chan
+        if chan is None or in_chan is None:
+            return None
+        given = {k: a for k, a in call.args if k is not None}
+        values: dict[str, Expr] = {"in_channels": in_chan}
+        for param in cls.params:
+            arg = given.get(param.py)
+            if arg is not None and arg.expr is not None:
+                values[param.name] = arg.expr
+            elif arg is None and isinstance(param.default, int | float):
+                values[param.name] = Num(param.default)
+        for let in cls.lets:
+            found = substitute(let.expr, values)
+            if found is not None:
+                values[let.name] = found
+        return substitute(chan, values)
 
     def block_call(
         self,

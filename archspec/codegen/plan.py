@@ -135,6 +135,7 @@ class Let:
     py: str  # identifier in generated code
     src: str  # Python source of the value, in the class's names
     const: bool
+    expr: Expr  # the value in spec names (a literal as `Num`)
 
 
 @dataclass

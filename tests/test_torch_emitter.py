@@ -247,6 +247,15 @@ def test_long_stages_are_comprehensions(zoo_sources: dict[str, str]) -> None:
     assert zoo_sources["resnet18"].count("BasicBlock(") == 8 + 1  # short stages stay explicit
 
 
+def test_stages_are_written_one_way(zoo_sources: dict[str, str]) -> None:
+    """Every stage of resnet50 is a first block and a comprehension, the short ones too."""
+    text = zoo_sources["resnet50"]
+    assert "Bottleneck(64, planes=64), *[Bottleneck(256, planes=64) for _ in range(2)]" in text
+    assert "*[Bottleneck(2048, planes=512) for _ in range(2)]," in text
+    assert text.count(" for _ in range(") == 4
+    assert zoo_sources["resnet34"].count(" for _ in range(") == 4
+
+
 def test_loop_element_needs_affine_int_arguments() -> None:
     from archspec_torch.emitter import loop_element
 

@@ -56,6 +56,7 @@ from archspec.codegen.plan import (
     Step,
     Value,
     used_lets,
+    walk_steps,
 )
 from archspec.codegen.printers import render_file
 from archspec.codegen.printers import templates as backend_templates
@@ -129,7 +130,7 @@ class Container:
 MIN_RUN = 3  # stages at least this long are written as comprehensions, like _make_layer
 
 
-def sequential(entries: list[tuple[str, Code]]) -> Code:
+def sequential(entries: list[tuple[str, Code]], min_run: int = MIN_RUN) -> Code:
     """`nn.Sequential` of named modules; runs of alike blocks become comprehensions.
 
     `Bottleneck(256, planes=64)` x 5 becomes `*[Bottleneck(256, planes=64) for _ in range(5)]`
@@ -141,7 +142,7 @@ def sequential(entries: list[tuple[str, Code]]) -> Code:
     if keys == [str(i) for i in range(len(entries))]:
         for start in (0, 1):
             element = loop_element(codes[start:], start)
-            if element is not None and len(codes) - start >= MIN_RUN:
+            if element is not None and len(codes) - start >= min_run:
                 var, code = element
                 bounds = f"{start}, {len(codes)}" if start and var != "_" else len(codes) - start
                 stop = str(bounds)
@@ -149,7 +150,7 @@ def sequential(entries: list[tuple[str, Code]]) -> Code:
                 return Call("nn.Sequential", (*codes[:start], run))
         return Call("nn.Sequential", tuple(codes))
     numbered = re.fullmatch(r"([A-Za-z_]+)(\d+)", keys[0])
-    element = loop_element(codes, 0) if numbered and len(codes) >= MIN_RUN else None
+    element = loop_element(codes, 0) if numbered and len(codes) >= min_run else None
     if numbered and element is not None:
         prefix, first = numbered.group(1), int(numbered.group(2))
         if keys == [f"{prefix}{first + j}" for j in range(len(keys))]:
@@ -214,6 +215,13 @@ class ClassPrinter:
         self.flags: dict[str, str] = {}  # bool attribute -> condition (optional stateless ops)
         self.body: list[Any] = []
         self.slots: dict[int, Slot] = {}
+        # Stages are written one way in a class: when every stage has a first block and
+        # at least two more, runs of two alike blocks are comprehensions too
+        # (`Bottleneck(64, planes=64), *[Bottleneck(256, planes=64) for _ in range(2)]`).
+        stages = [s for s in walk_steps(cls.body) if isinstance(s, BlockStep) and s.stage]
+        self.min_run = (
+            2 if stages and all(len(s.stage or ()) >= 3 for s in stages if not s.flat) else MIN_RUN
+        )
 
     def slot(self, value: Value) -> Slot:
         if id(value) not in self.slots:
@@ -395,7 +403,7 @@ class ClassPrinter:
     def block_code(self, step: BlockStep) -> Code:
         if step.call is not None:
             return call_code(step.call)
-        return sequential([(key, call_code(call)) for key, call in step.stage or ()])
+        return sequential([(key, call_code(call)) for key, call in step.stage or ()], self.min_run)
 
     def loop(self, step: RepeatStep, container: Container, body: list[Any]) -> None:
         loop = step.loop

@@ -60,9 +60,7 @@ class Resnet34(nn.Module):
             BasicBlock(128, planes=256, stride=2), *[BasicBlock(256, planes=256) for _ in range(5)]
         )
         self.layer4 = nn.Sequential(
-            BasicBlock(256, planes=512, stride=2),
-            BasicBlock(512, planes=512),
-            BasicBlock(512, planes=512),
+            BasicBlock(256, planes=512, stride=2), *[BasicBlock(512, planes=512) for _ in range(2)]
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes)

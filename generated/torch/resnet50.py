@@ -59,7 +59,7 @@ class Resnet50(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = nn.Sequential(
-            Bottleneck(64, planes=64), Bottleneck(256, planes=64), Bottleneck(256, planes=64)
+            Bottleneck(64, planes=64), *[Bottleneck(256, planes=64) for _ in range(2)]
         )
         self.layer2 = nn.Sequential(
             Bottleneck(256, planes=128, stride=2), *[Bottleneck(512, planes=128) for _ in range(3)]
@@ -69,8 +69,7 @@ class Resnet50(nn.Module):
         )
         self.layer4 = nn.Sequential(
             Bottleneck(1024, planes=512, stride=2),
-            Bottleneck(2048, planes=512),
-            Bottleneck(2048, planes=512),
+            *[Bottleneck(2048, planes=512) for _ in range(2)],
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(2048, num_classes)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from archspec.limits import LIMITS, describe
 
@@ -611,3 +612,26 @@ def expression_text(value: object) -> tuple[str, int] | None:
 
 def is_expression(value: object) -> bool:
     return expression_text(value) is not None
+
+
+def substitute(node: Expr, values: Mapping[str, Expr]) -> Expr | None:
+    """`node` with each name replaced by its expression in `values` (a block's output
+    channels written in its caller's names); None when a name has no replacement."""
+    if isinstance(node, Name):
+        return values.get(node.id)
+    if isinstance(node, Num | Str):
+        return node
+    changes: dict[str, Any] = {}
+    for f in fields(node):
+        value = getattr(node, f.name)
+        if isinstance(value, tuple):
+            items = [substitute(v, values) for v in value]
+            if any(i is None for i in items):
+                return None
+            changes[f.name] = tuple(items)
+        elif f.name not in ("op", "func", "pos"):
+            new = substitute(value, values)
+            if new is None:
+                return None
+            changes[f.name] = new
+    return replace(node, **changes)

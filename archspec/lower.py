@@ -22,12 +22,12 @@ from archspec.ir import Graph, Node, ScopeInfo, Shape, SourceRef
 from archspec.limits import LIMITS, describe
 from archspec.ops import ARITY, BUILTIN_DEFAULTS, RULES, OpError, broadcast, fmt_shape
 from archspec.params import check_value, coerce, describe_value
-from archspec.registry import Located, ResolvedSpec
+from archspec.registry import PER_ITEM_FIELDS, Located, ResolvedSpec
 from archspec.source import Source
 from archspec.spec import BlockDef, BlockItem, ItemBase, ScopeItem
 
 V = TypeVar("V")
-COMMON_FIELDS = frozenset({"op", "name", "input", "inputs", "when", "doc", "share"})
+COMMON_FIELDS = PER_ITEM_FIELDS  # fields every item has: not op fields
 MAX_BLOCK_DEPTH = 32
 
 
@@ -313,17 +313,18 @@ class Lowerer:
         names: Names[str],
         current: str,
         ctx: BlockCtx,
+        flat: bool = False,
     ) -> str:
         names.declared = [item.name or str(i) for i, item in enumerate(items)]
+        number = 0  # flat numbering: the next anonymous item's number
         for i, item in enumerate(items):
             path = self.item_path(ctx.source, list_path, i)
             self.expand(1, ctx.source, path)
-            local = names.declared[i]
+            local = item.name or str(number) if flat else names.declared[i]
             names.position = i
             full = prefix + local
             sources = self.resolve_inputs(item, names, current, ctx, path)
-            if item.when is not None and len(sources) > 1:
-                raise self.error(ctx.source, (*path, "when"), optional_merge_message(item))
+            through = self.passed_on(item, sources, ctx, path)
             if item.when is not None:
                 cond = self.value(item.when, ctx.env, ctx.source, (*path, "when"))
                 if not isinstance(cond, bool):
@@ -333,22 +334,59 @@ class Lowerer:
                         f"expected a condition (true/false), got {describe_value(cond)}",
                     )
                 if not cond:
-                    names.values[local] = sources[0]
-                    current = sources[0]
+                    if not flat or item.name is not None:  # flat: it takes no number
+                        names.values[local] = sources[through]
+                    current = sources[through]
                     continue
             if local in names.values and local != "input":
                 raise self.error(
                     ctx.source, path, f"duplicate name '{local}' in this body", key=True
                 )
+            spliced = flat and item.name is None and isinstance(item, BlockItem)
             if isinstance(item, BlockItem):
-                out = self.lower_block_item(item, path, full, sources, ctx)
+                at = (prefix, number) if spliced else None
+                out, count = self.lower_block_item(item, path, full, sources, ctx, at)
+                number += count if spliced else 0
             elif isinstance(item, ScopeItem):
                 out = self.lower_scope_item(item, path, full, sources, names, ctx)
             else:
                 out = self.lower_op(item, path, full, sources, ctx)
             names.values[local] = out
             current = out
+            number += 0 if spliced or item.name is not None else 1
         return current
+
+    def passed_on(self, item: ItemBase, sources: list[str], ctx: BlockCtx, path: Path) -> int:
+        """Which input an absent item stands for: its only one, or the one `otherwise:`
+        names (an item with several inputs must say; nothing may choose silently)."""
+        if item.otherwise is None:
+            if item.when is not None and len(sources) > 1:
+                raise self.error(ctx.source, (*path, "when"), optional_merge_message(item))
+            return 0
+        where = (*path, "otherwise")
+        if item.when is None:
+            raise self.error(
+                ctx.source,
+                where,
+                "'otherwise' says which input flows on when the item is absent; "
+                "it needs a 'when' condition",
+            )
+        if item.inputs is None or len(item.inputs) < 2:
+            raise self.error(
+                ctx.source,
+                where,
+                "'otherwise' applies to an item with several inputs; an absent item with "
+                "one input passes that input on",
+            )
+        if item.otherwise not in item.inputs:
+            raise self.error(
+                ctx.source,
+                where,
+                f"'otherwise' must name one of this item's inputs "
+                f"({', '.join(item.inputs)}), got '{item.otherwise}'"
+                f"{suggest(item.otherwise, item.inputs)}",
+            )
+        return item.inputs.index(item.otherwise)
 
     def resolve_inputs(
         self, item: ItemBase, names: Names[str], current: str, ctx: BlockCtx, path: Path
@@ -563,11 +601,49 @@ class Lowerer:
             self.depth -= 1
 
     def lower_block_item(
-        self, item: BlockItem, path: Path, full: str, sources: list[str], ctx: BlockCtx
-    ) -> str:
+        self,
+        item: BlockItem,
+        path: Path,
+        full: str,
+        sources: list[str],
+        ctx: BlockCtx,
+        at: tuple[str, int] | None = None,
+    ) -> tuple[str, int]:
+        """The item's block calls, in order; with `at` (a flat scope's prefix and next
+        number) they are numbered in the enclosing scope. Returns the output and count."""
         if len(sources) != 1:
             raise self.error(ctx.source, (*path, "inputs"), "a block takes exactly one input")
-        block_name = self.value(item.block, ctx.env, ctx.source, (*path, "block"))
+        runs = self.block_runs(item, ctx, path)
+        if runs is None:
+            located, block_name = self.block_type(item, ctx.env, ctx, path)
+            out = self.call_block(
+                located, block_name, item.args, None, ctx, path, full, sources[0], {}
+            )
+            return out, 1
+        here = SourceRef(ctx.source.file, path)
+        stage = len(self.scopes)  # the stage's entry, before its blocks'; its type after them
+        if at is None:
+            self.scopes.append(ScopeInfo(path=full, kind="repeat", source=here))
+        current = sources[0]
+        types: set[str] = set()
+        for k, (extra, first) in enumerate(runs):
+            sub = f"{at[0]}{at[1] + k}" if at else f"{full}.{item.prefix}{item.start + k}"
+            located, block_name = self.block_type(item, {**ctx.env, **extra}, ctx, path)
+            types.add(block_name)
+            overrides = item.first if first else None
+            current = self.call_block(
+                located, block_name, item.args, overrides, ctx, path, sub, current, extra
+            )
+        if at is None and len(types) == 1:
+            self.scopes[stage] = ScopeInfo(
+                path=full, kind="repeat", block_type=types.pop(), source=here
+            )
+        return current, len(runs)
+
+    def block_type(
+        self, item: BlockItem, env: Mapping[str, Any], ctx: BlockCtx, path: Path
+    ) -> tuple[Located[BlockDef], str]:
+        block_name = self.value(item.block, env, ctx.source, (*path, "block"))
         located = self.spec.blocks.get(block_name) if isinstance(block_name, str) else None
         if located is None:
             raise self.error(
@@ -575,22 +651,43 @@ class Lowerer:
                 (*path, "block"),
                 f"unknown block '{block_name}'{suggest(str(block_name), self.spec.blocks)}",
             )
-        count = self.repeat_count(item, ctx, path)
-        if count is None:
-            return self.call_block(
-                located, block_name, item.args, None, ctx, path, full, sources[0], {}
-            )
-        here = SourceRef(ctx.source.file, path)
-        self.scopes.append(ScopeInfo(path=full, kind="repeat", block_type=block_name, source=here))
-        current = sources[0]
-        self.expand(count, ctx.source, (*path, "repeat"))
-        for i in range(count):
-            sub = f"{full}.{item.prefix}{item.start + i}"
-            first = item.first if i == 0 else None
-            current = self.call_block(
-                located, block_name, item.args, first, ctx, path, sub, current, {"index": i}
-            )
-        return current
+        return located, block_name
+
+    def block_runs(
+        self, item: BlockItem, ctx: BlockCtx, path: Path
+    ) -> list[tuple[dict[str, Any], bool]] | None:
+        """(names bound for one call, whether it is a row's first) per call: `index` for a
+        repeat, also the row's values for a table; None for a single call."""
+        if item.table is None:
+            count = self.repeat_count(item, ctx, path)
+            if count is None:
+                return None
+            self.expand(count, ctx.source, (*path, "repeat"))
+            return [({"index": i}, i == 0) for i in range(count)]
+        runs: list[tuple[dict[str, Any], bool]] = []
+        for r, row in enumerate(item.table):
+            for key in row:
+                if key in ctx.env or key == "index":
+                    raise self.error(
+                        ctx.source,
+                        (*path, "table", r, key),
+                        f"table column '{key}' hides the name '{key}' visible here; rename "
+                        "the column",
+                        key=True,
+                    )
+            saved = ctx.env
+            ctx.env = {**saved, **row}
+            try:
+                count = 1 if item.repeat is None else self.repeat_count(item, ctx, path)
+            except SpecError as exc:
+                exc.context = exc.context or f"for table row {r}: {describe_value(row)}"
+                raise
+            finally:
+                ctx.env = saved
+            assert count is not None
+            self.expand(count, ctx.source, (*path, "table", r))
+            runs += [({**row, "index": i}, i == 0) for i in range(count)]
+        return runs
 
     def call_block(
         self,
@@ -635,6 +732,10 @@ class Lowerer:
                 values[pname] = decl.default
         in_shape = self.nodes[source_node].shape
         block_env = {**values, "in_channels": in_shape[0]}
+        for lname, raw in bdef.let.items():  # in order: a value may read the ones above
+            lpath = (*located.path, "let", lname)
+            with self.expanding(f"{full} ({block_name})", ctx.source, path):
+                block_env[lname] = self.value(raw, block_env, located.source, lpath)
         inner = BlockCtx(
             env=block_env,
             source=located.source,
@@ -686,7 +787,16 @@ class Lowerer:
         if count is None:
             self.scopes.append(ScopeInfo(path=full, kind="group", source=here))
             inner = Names[str](values={}, parent=names)
-            return self.lower_items(item.body, (*path, "body"), full + ".", inner, sources[0], ctx)
+            flat = item.numbering == "flat"
+            body_path = (*path, "body")
+            return self.lower_items(item.body, body_path, full + ".", inner, sources[0], ctx, flat)
+        if item.numbering == "flat":
+            raise self.error(
+                ctx.source,
+                (*path, "numbering"),
+                "'numbering: flat' numbers the items of one scope; a repeated scope names "
+                "its repetitions (use it on a scope inside the repeated body)",
+            )
         self.scopes.append(ScopeInfo(path=full, kind="repeat", source=here))
         current = sources[0]
         self.expand(count, ctx.source, (*path, "repeat"))
@@ -712,12 +822,11 @@ def optional_merge_message(item: ItemBase) -> str:
     nothing says which one, and silently taking the first one would drop a path."""
     what = f"'{item.op}' item" if isinstance(getattr(item, "op", None), str) else "item"
     return (
-        f"'when' on an {what} with several inputs is not supported: when false, nothing "
-        "says which input flows on. Condition the branch that feeds it instead (an absent "
-        "item stands for its input: `add: {inputs: [bn3, downsample]}` adds the block input "
-        "when `downsample` is absent), or pick one of two block types, with and without "
-        "the merge, with an expression in 'block:' (`block: \"${'Res' if use_res else "
-        "'Plain'}\"`)"
+        f"'when' on an {what} with several inputs needs 'otherwise': when false, nothing "
+        "says which input flows on. Name it (`{op: add, inputs: [input, conv], when: "
+        "$use_res_connect, otherwise: conv}` returns conv without the residual), or "
+        "condition the branch that feeds it instead (an absent item stands for its input: "
+        "`add: {inputs: [bn3, downsample]}` adds the block input when `downsample` is absent)"
     )
 
 

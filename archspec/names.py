@@ -188,6 +188,8 @@ def declared_names(spec: Spec, source: Source) -> Iterator[tuple[str, str, Path,
         yield "block", bname, ("blocks", bname), True
         for pname in bdef.params:
             yield "param", pname, ("blocks", bname, "params", pname), True
+        for lname in bdef.let:
+            yield "param", lname, ("blocks", bname, "let", lname), True
         yield from _item_names(bdef.body, source, ("blocks", bname, "body"))
     if spec.body is not None:
         yield from _item_names(spec.body, source, ("body",))

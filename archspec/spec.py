@@ -21,6 +21,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
 )
 
@@ -115,6 +116,12 @@ class ItemBase(SpecModel):
     when: BoolLike | None = Field(
         default=None,
         description="condition; when false the item is absent and passes its input through",
+    )
+    otherwise: str | None = Field(
+        default=None,
+        description="with 'when' on an item with several inputs: the input that flows on "
+        "when the item is absent (an optional residual: `when: $use_res_connect, "
+        "otherwise: conv`)",
     )
     doc: str | None = None
 
@@ -433,17 +440,32 @@ class RepeatFields(SpecModel):
         return value
 
 
+TableValue = int | float | bool | str | list[int | float]
+
+
 class BlockItem(ItemBase, RepeatFields):
-    """Use a block (by name, or `$param`), optionally repeated as a stage."""
+    """Use a block (by name, or `$param`), optionally repeated as a stage, or expanded
+    from a table of per-stage settings (`table:`, each row `repeat` times)."""
 
     block: str
     args: dict[Identifier, Any] = Field(default_factory=dict)
+    table: Annotated[list[dict[Identifier, TableValue]], Field(min_length=1)] | None = Field(
+        default=None,
+        description="per-stage settings, one mapping per row: its values are names in "
+        "'block', 'repeat', 'args' and 'first'; each row gives 'repeat' blocks (default 1)",
+    )
 
 
 class ScopeItem(ItemBase, RepeatFields):
     """An inline, named group of items (a branch, a `features` sequence, a repeated body)."""
 
     body: list[Item]
+    numbering: Literal["position", "flat"] = Field(
+        default="position",
+        description="how anonymous items are named: by list position, or 'flat' "
+        "(torchvision's features.0 ... features.18): counting only present items, an "
+        "anonymous repeated or table block item numbering its blocks in this scope",
+    )
 
 
 def _item_kind(value: Any) -> str | None:
@@ -527,13 +549,31 @@ def infer_param(value: Any) -> Any:
 Param = Annotated[ParamDecl, BeforeValidator(infer_param)]
 
 
+LetValue = int | float | bool | ExprStr
+
+
 class BlockDef(SpecModel):
     doc: str = ""
     params: dict[ParamName, Param] = Field(default_factory=dict)
+    let: dict[ParamName, LetValue] = Field(
+        default_factory=dict,
+        description="named values derived from the parameters and in_channels, in order "
+        "(`width: ${planes * base_width // 64 * groups}`); a constant is a class attribute",
+    )
     body: Body = Field(min_length=1)
     output: ItemName | None = Field(
         default=None, description="the item whose value the block returns (default: last)"
     )
+
+    @field_validator("let")
+    @classmethod
+    def _let(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        clash = [n for n in value if n in info.data.get("params", {})]
+        if clash:
+            raise ValueError(
+                f"'{clash[0]}' is both a parameter and a 'let' value of this block; rename one"
+            )
+        return value
 
 
 class InputDecl(SpecModel):

@@ -68,14 +68,17 @@ def test_resnet50_plan_is_torchvisions_structure() -> None:
         "stride",
         "groups",
         "base_width",
-        "expansion",
     ]
     assert block.extra == []  # every difference between instances is an expression
     steps = {s.key: s for s in block.body}
     conv2 = steps["conv2"]
     assert isinstance(conv2, OpStep)
     assert conv2.args["stride"] == "stride" and conv2.args.fields["stride"].symbolic
-    assert conv2.args["in_channels"] == "planes * base_width // 64 * groups"
+    assert conv2.args["in_channels"] == "width"  # the block's `let:` value, by name
+    assert [(let.py, let.src, let.const) for let in block.lets] == [
+        ("expansion", "4", True),
+        ("width", "planes * base_width // 64 * groups", False),
+    ]
     down = steps["downsample"]
     assert isinstance(down, GroupStep) and down.chain
     assert down.cond == "stride != 1 or in_channels != planes * expansion"

@@ -58,10 +58,11 @@ def test_options_are_checked() -> None:
 
 def test_functional_style_reads_like_keras_applications() -> None:
     text = source("resnet50")
-    signature = "def bottleneck(inputs, planes, stride=1, groups=1, base_width=64, expansion=4, *"
+    signature = "def bottleneck(inputs, planes, stride=1, groups=1, base_width=64, *, name):"
     assert signature in text  # `inputs`: the shortcut reads it after the accumulator moved on
     assert 'name=f"{name}_conv1"' in text  # hierarchical, from the IR names
     assert "in_channels = inputs.shape[-1]" in text  # the block reads its input's channels
+    assert "    expansion = 4\n    width = planes * base_width // 64 * groups\n" in text  # lets
     assert "if stride != 1 or in_channels != planes * expansion:" in text
     assert "for i in range(1, 6):" in text  # layer3's five alike blocks
     assert "def resnet50(num_classes=1000, input_shape=(224, 224, 3)):" in text

@@ -105,8 +105,8 @@ def test_identical_backends_pass_with_zero_error() -> None:
 
 def test_wrong_bn_epsilon_is_found_at_its_node() -> None:
     edit = (
-        "self.bn2 = nn.BatchNorm2d(planes, eps=1e-05",
-        "self.bn2 = nn.BatchNorm2d(planes, eps=1e-3",
+        "self.bn2 = nn.BatchNorm2d(planes)",
+        "self.bn2 = nn.BatchNorm2d(planes, eps=1e-3)",
     )
     report = parity("resnet18", (32, 32), edit, per_op=True)
     div = report.first_divergence  # type: ignore[attr-defined]

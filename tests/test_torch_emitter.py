@@ -98,8 +98,12 @@ def test_block_classes_are_symbolic(zoo_sources: dict[str, str]) -> None:
     text = zoo_sources["resnet50"]
     assert text.count("class Bottleneck(nn.Module):") == 1
     assert "self.conv2 = nn.Conv2d(" in text and "stride=stride" in text
-    assert "if stride != 1 or in_channels != planes * expansion:" in text
+    assert "if stride != 1 or in_channels != planes * self.expansion:" in text
     assert "if self.downsample is not None:" in text
+    # the spec's `let:` values, as torchvision writes them
+    assert "class Bottleneck(nn.Module):\n" in text and "\n    expansion = 4\n" in text
+    assert "        width = planes * base_width // 64 * groups\n" in text
+    assert "self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)" in text
     assert "def resnet50(num_classes: int = 1000) -> Resnet50:" in text
     assert "nn.Linear(2048, num_classes)" in text
     dense = zoo_sources["densenet121"]
@@ -123,12 +127,18 @@ def test_tf_same_padding_is_static_where_possible(zoo_sources: dict[str, str]) -
     assert "PaddedConv2d" not in rcnn  # all its convs are 3x3 stride 1
 
 
-def test_numerics_are_explicit(zoo_sources: dict[str, str]) -> None:
-    assert "nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)" in zoo_sources["resnet18"]
+def test_numerics_differing_from_pytorch_defaults_are_explicit(
+    zoo_sources: dict[str, str],
+) -> None:
     assert "eps=0.001, momentum=0.01" in zoo_sources["rcnn"]
     assert "nn.LeakyReLU(slope)" in zoo_sources["resnet50_leaky"]
-    assert "ceil_mode=False" in zoo_sources["resnet18"]
-    assert "count_include_pad=True" in zoo_sources["densenet121"]
+    # PyTorch's own defaults are left out, as torchvision writes them
+    assert "nn.BatchNorm2d(64)" in zoo_sources["resnet18"]
+    assert "nn.MaxPool2d(3, stride=2, padding=1)" in zoo_sources["resnet18"]
+    assert "nn.AvgPool2d(2, stride=2)" in zoo_sources["densenet121"]
+    for source in zoo_sources.values():
+        assert "eps=1e-05" not in source and "momentum=0.1)" not in source
+        assert "ceil_mode=False" not in source and "count_include_pad=True" not in source
 
 
 def test_spec_text_cannot_inject_code(tmp_path: Path) -> None:
@@ -235,6 +245,15 @@ def test_long_stages_are_comprehensions(zoo_sources: dict[str, str]) -> None:
     dense = '(f"denselayer{i + 1}", DenseLayer(64 + 32 * i, growth_rate=32))'
     assert dense in zoo_sources["densenet121"]
     assert zoo_sources["resnet18"].count("BasicBlock(") == 8 + 1  # short stages stay explicit
+
+
+def test_stages_are_written_one_way(zoo_sources: dict[str, str]) -> None:
+    """Every stage of resnet50 is a first block and a comprehension, the short ones too."""
+    text = zoo_sources["resnet50"]
+    assert "Bottleneck(64, planes=64), *[Bottleneck(256, planes=64) for _ in range(2)]" in text
+    assert "*[Bottleneck(2048, planes=512) for _ in range(2)]," in text
+    assert text.count(" for _ in range(") == 4
+    assert zoo_sources["resnet34"].count(" for _ in range(") == 4
 
 
 def test_loop_element_needs_affine_int_arguments() -> None:

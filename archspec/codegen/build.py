@@ -27,6 +27,7 @@ from archspec.expr import (
     evaluate,
     expression_text,
     parse,
+    substitute,
     to_python,
 )
 from archspec.expr import names as free_names
@@ -48,6 +49,7 @@ from .plan import (
     ExtraParam,
     GroupStep,
     Iteration,
+    Let,
     LoopPlan,
     ModulePlan,
     OpStep,
@@ -108,12 +110,16 @@ def has_share(items: list[Any]) -> bool:
     return False
 
 
-def is_chain(body: list[Step], entry: Value, out: Value) -> bool:
+def is_chain(body: list[Step], entry: Value, out: Value, flat: bool = False) -> bool:
     """Whether the steps read one another in order, each its predecessor only, with no
-    condition and no loop: a chain a backend may write as one sequential container."""
+    condition and no loop: a chain a backend may write as one sequential container. In a
+    flat scope a member may be conditional (absent, it takes no number in the container)."""
     previous = entry
     for step in body:
-        if getattr(step, "cond", None) is not None or tuple(step.inputs) != (previous,):
+        cond = getattr(step, "cond", None)
+        if cond is not None and not (flat and isinstance(step, OpStep | GroupStep)):
+            return False
+        if tuple(step.inputs) != (previous,):
             return False
         if isinstance(step, GroupStep) and not step.chain:
             return False
@@ -246,11 +252,22 @@ class PlanBuilder:
         for p, d in bdef.params.items():
             if d.type == "float" and type(defaults.get(p)) is int:
                 defaults[p] = float(defaults[p])
+        symbols = {**py, "in_channels": "in_channels"}
+        lets: list[Let] = []
+        for lname, raw in bdef.let.items():
+            py[lname] = symbols[lname] = names.new(lname)
+            found = expression_text(raw)
+            src = to_python(parse(found[0]), symbols.__getitem__) if found else literal(raw)
+            expr = parse(found[0]) if found else Num(raw)
+            lets.append(Let(lname, py[lname], src, found is None, expr))
         frames: list[Frame | None] = []
         for path in paths:
             env = {**dict(self.scopes[path].args), "in_channels": self.block_input_channels(path)}
+            for lname, raw in bdef.let.items():  # as lowering computed them
+                found = expression_text(raw)
+                env[lname] = evaluate(parse(found[0]), env) if found else raw
             frames.append(Frame(path + ".", env))
-        walker = ClassWalker(self, btype, len(paths), {**py, "in_channels": "in_channels"}, False)
+        walker = ClassWalker(self, btype, len(paths), symbols, False)
         x = Value("x", chan=parse("in_channels"))
         table = Names({"input": x})
         body: list[Step] = []
@@ -264,6 +281,7 @@ class PlanBuilder:
             btype,
             bdef.doc,
             params,
+            lets,
             walker.extras(),
             {p: i for i, p in enumerate(paths)},
             [x],
@@ -288,7 +306,8 @@ class PlanBuilder:
         out = walker.walk(spec.body.value, [Frame("", env)], table, inputs[0], body)
         outputs = [table.lookup(o) or out for o in spec.outputs.value] if spec.outputs else [out]
         decl = [Param(p, py, spec.params[p].value.type, params[p]) for p, py in exposed.items()]
-        return ClassPlan(name, "", decl, walker.extras(), {"": 0}, inputs, body, outputs, True)
+        doc = graph.description
+        return ClassPlan(name, doc, decl, [], walker.extras(), {"": 0}, inputs, body, outputs, True)
 
 
 class ClassWalker:
@@ -392,21 +411,38 @@ class ClassWalker:
         names: Names[Value],
         current: Value,
         body: list[Step],
+        flat: bool = False,
     ) -> Value:
+        numbers = Numbering(self, frames) if flat else None
         for index, item in enumerate(items):
             local = item_local(item, index)
             sources = self.inputs_of(item, names, current)
             live = [i for i, f in enumerate(frames) if f is not None]
-            present = [i for i in live if self.exists(frames[i].prefix + local, item)]  # type: ignore[union-attr]
+            locs = {i: local for i in live}
+            label = None
+            if numbers is not None and item.name is None:
+                locs, label = numbers.keys(index, live)
+                local = local if label is not None or not locs else next(iter(locs.values()))
+            if numbers is not None and item.name is None and spliced(item):
+                out = self.spliced(item, local, frames, live, numbers, sources[0], body)
+                names.values[local] = out
+                current = out
+                continue
+            through = item.inputs.index(item.otherwise) if item.otherwise else 0
+            present = [i for i in live if self.exists(frames[i].prefix + locs[i], item)]  # type: ignore[union-attr]
+            if numbers is not None and item.name is None:  # a number is not an identity
+                present = [i for i in present if self.made_by(frames[i].prefix + locs[i], index)]  # type: ignore[union-attr]
+            if numbers is not None and item.name is None:
+                numbers.advance(item, live, present)
             if not present:
-                names.values[local] = sources[0]
-                current = sources[0]
+                names.values[local] = sources[through]
+                current = sources[through]
                 continue
             cond = None
             if item.when is not None or len(present) != len(live):
                 cond = self.condition(item, local, frames, live, present)
             sub = [
-                Frame(f.prefix + local, f.env) if f is not None and i in present else None
+                Frame(f.prefix + locs[i], f.env) if f is not None and i in present else None
                 for i, f in enumerate(frames)
             ]
             path = sub[present[0]].prefix  # type: ignore[union-attr]
@@ -419,11 +455,61 @@ class ClassWalker:
                     )
                 else:
                     out = self.op_item(item, local, path, sub, present, sources, body, cond)
+                    body[-1].through = through  # type: ignore[union-attr]
             except PlanError as exc:  # innermost item first: say where, as spec errors do
                 raise locate(self.graph, self.pb.spec, path, exc) from None
+            body[-1].label = label
             names.values[local] = out
             current = out
         return current
+
+    def spliced(
+        self,
+        item: BlockItem,
+        local: str,
+        frames: list[Frame | None],
+        live: list[int],
+        numbers: Numbering,
+        source: Value,
+        body: list[Step],
+    ) -> Value:
+        """An anonymous repeated (or table) block item in a flat scope: its blocks are the
+        scope's next entries (`features.1` ... `features.17`), one stage step."""
+        kids: dict[int, list[str]] = {}
+        for i in live:
+            frame = frames[i]
+            assert frame is not None
+            start, found = numbers.counters[i], []
+            first = self.pb.scopes.get(f"{frame.prefix}{start}")
+            while first is not None:
+                scope = self.pb.scopes.get(f"{frame.prefix}{start + len(found)}")
+                if scope is None or scope.kind != "block" or scope.source != first.source:
+                    break
+                found.append(scope.path)
+            kids[i] = found
+        present = [i for i in live if kids[i]]
+        numbers.advance(item, live, present, {i: len(kids[i]) for i in live})
+        if not present:
+            return source
+        path = kids[present[0]][0]
+        sub: list[Frame | None] = [
+            Frame(kids[i][0], frames[i].env) if i in present else None  # type: ignore[union-attr]
+            for i in range(self.n)
+        ]
+        try:
+            if len(present) != len(live):
+                raise PlanError(f"'{local}' in {self.name} exists in some instances only")
+            return self.block_item(
+                item, local, path, sub, present, source, body, None, {i: kids[i] for i in present}
+            )
+        except PlanError as exc:
+            raise locate(self.graph, self.pb.spec, path, exc) from None
+
+    def made_by(self, path: str, index: int) -> bool:
+        """Whether the node or scope at `path` comes from item `index` of its list."""
+        scope = self.pb.scopes.get(path)
+        ref = scope.source if scope is not None else self.graph.node(path).source
+        return ref is not None and ref.path[-1] == index
 
     def exists(self, path: str, item: Any) -> bool:
         return path in self.graph if is_op_item(item) else path in self.pb.scopes
@@ -588,13 +674,19 @@ class ClassWalker:
         source: Value,
         body: list[Step],
         cond: str | None,
+        kids: dict[int, list[str]] | None = None,
     ) -> Value:
         out = Value(local)
-        if item.repeat is None:
+        if kids is None and item.repeat is None and item.table is None:
             call = self.block_call(item, local, sub, present, source.chan, first=False)
             body.append(BlockStep(local, path, source, out, cond, call))
+            out.chan = self.call_channels(call, source.chan)
             return out
-        children = [self.pb.children(sub[i].prefix) for i in present]  # type: ignore[union-attr]
+        children = (
+            [kids[i] for i in present]
+            if kids is not None
+            else [self.pb.children(sub[i].prefix) for i in present]  # type: ignore[union-attr]
+        )
         if any(len(c) != len(children[0]) for c in children):
             raise PlanError(
                 f"stage '{local}' in {self.name} has a different length per "
@@ -608,9 +700,33 @@ class ClassWalker:
                 frames[i] = Frame(ch[j], sub[i].env)  # type: ignore[union-attr]
             call = self.block_call(item, local, frames, present, chan, first=j == 0)
             entries.append((child.rsplit(".", 1)[-1], call))
-            chan = None
-        body.append(BlockStep(local, path, source, out, cond, None, tuple(entries)))
+            chan = self.call_channels(call, chan)
+        out.chan = chan
+        step = BlockStep(local, path, source, out, cond, None, tuple(entries), kids is not None)
+        body.append(step)
         return out
+
+    def call_channels(self, call: BlockCall, in_chan: Expr | None) -> Expr | None:
+        """A block call's output channels in this class's names: the block's own output
+        expression with its parameters replaced by the call's arguments, so the next
+        layer's input channels are computed here, never a per-instance argument."""
+        cls = self.pb.classes[call.block]
+        chan = cls.outputs[0].chan
+        if chan is None or in_chan is None:
+            return None
+        given = {k: a for k, a in call.args if k is not None}
+        values: dict[str, Expr] = {"in_channels": in_chan}
+        for param in cls.params:
+            arg = given.get(param.py)
+            if arg is not None and arg.expr is not None:
+                values[param.name] = arg.expr
+            elif arg is None and isinstance(param.default, int | float):
+                values[param.name] = Num(param.default)
+        for let in cls.lets:
+            found = substitute(let.expr, values)
+            if found is not None:
+                values[let.name] = found
+        return substitute(chan, values)
 
     def block_call(
         self,
@@ -671,8 +787,9 @@ class ClassWalker:
             return self.repeat(item, local, path, sub, present, source, names, body)
         frames = [Frame(f.prefix + ".", f.env) if f is not None else None for f in sub]
         inner: list[Step] = []
-        last = self.walk(item.body, frames, Names[Value]({}, names), source, inner)
-        chain = not has_share(item.body) and is_chain(inner, source, last)
+        flat = item.numbering == "flat"
+        last = self.walk(item.body, frames, Names[Value]({}, names), source, inner, flat)
+        chain = not has_share(item.body) and is_chain(inner, source, last, flat)
         if cond is not None and not chain:
             raise PlanError(
                 f"conditional group '{local}' in {self.name} must be a chain of "
@@ -785,6 +902,66 @@ class ClassWalker:
         loop = LoopPlan(count, loop_var, carry, loop_body, last, item.prefix, item.start)
         body.append(RepeatStep(local, path, source, out, loop=loop))
         return out
+
+
+def spliced(item: Any) -> bool:
+    """Whether an anonymous item in a flat scope numbers its blocks in the scope itself."""
+    return isinstance(item, BlockItem) and (item.repeat is not None or item.table is not None)
+
+
+class Numbering:
+    """Flat numbering of one scope over all instances of a class: each anonymous item
+    takes the next number where it is present (torchvision's `layers.append`). A number
+    that differs between instances becomes a label in the class's names
+    (`{int(expand_ratio != 1)}`), valid while it follows from symbolic conditions."""
+
+    def __init__(self, walker: ClassWalker, frames: list[Frame | None]) -> None:
+        self.walker = walker
+        self.frames = frames
+        self.counters = [0] * walker.n
+        self.base = 0  # items present everywhere so far
+        self.shifts: list[Expr | None] = []  # conditions of items present in some instances
+
+    def keys(self, index: int, live: list[int]) -> tuple[dict[int, str], str | None]:
+        locs = {i: str(self.counters[i]) for i in live}
+        if len(set(locs.values())) <= 1:
+            return locs, None
+        terms = [str(self.base)] if self.base else []
+        for expr in self.shifts:
+            if expr is None:
+                raise PlanError(
+                    f"the numbering of a flat scope in {self.walker.name} depends on a "
+                    "condition that is not an expression of the block's parameters"
+                )
+            terms.append(f"int({to_python(expr, self.walker.symbols.__getitem__)})")
+        for i in live:
+            env = self.frames[i].env  # type: ignore[union-attr]
+            want = self.base + sum(bool(evaluate(e, env)) for e in self.shifts)  # type: ignore[arg-type]
+            if want != self.counters[i]:
+                raise PlanError(f"internal: flat numbering of {self.walker.name} disagrees")
+        return locs, "{" + " + ".join(terms) + "}"
+
+    def advance(
+        self,
+        item: Any,
+        live: list[int],
+        present: list[int],
+        counts: dict[int, int] | None = None,
+    ) -> None:
+        counts = counts or dict.fromkeys(live, 1)
+        for i in present:
+            self.counters[i] += counts[i]
+        if not present:
+            return
+        if len(present) == len(live) and len({counts[i] for i in live}) == 1:
+            self.base += counts[live[0]]
+        elif len({counts[i] for i in present}) == 1 and counts[present[0]] == 1:
+            self.shifts.append(self.walker.sym(item.when) if item.when is not None else None)
+        else:
+            raise PlanError(
+                f"a flat scope in {self.walker.name} numbers a different count of blocks "
+                "per instance; a class needs them fixed"
+            )
 
 
 def model_class_name(spec: ResolvedSpec, graph: Graph, reserved: frozenset[str]) -> str:

@@ -32,8 +32,9 @@ class Stmt:
     inputs: list[Slot]
     out: Slot
     call: Callable[[Sequence[str]], Code] | None = None  # the statement's expression
-    cond: str | None = None  # runs only under this condition (an optional member)
+    cond: str | None = None  # runs only under this test (an optional member, a flag)
     inplace: Callable[[Sequence[str]], str] | None = None  # statement updating inputs[0]
+    through: int = 0  # the input whose value `out` keeps when the test is false
 
 
 @dataclass(eq=False)
@@ -65,9 +66,19 @@ def assign_vars(body: list[Any], names: Namespace, acc: str) -> None:
             continue
         ends = [len(body) if r == "return" else position.get(id(r), -1) for r in value.readers]
         conditional = isinstance(s, Stmt) and s.cond is not None
+        if conditional and takes_over(s, acc, pos, position):  # `if flag: out = out + x`
+            conditional = False
         crosses_loop = any(isinstance(t, Loop) for t in body[pos + 1 : max(ends, default=0)])
         if pos >= busy_until and ends and min(ends) > pos and not conditional and not crosses_loop:
             value.var = acc
             busy_until = max(ends)
         else:
             value.var = names.new(value.local)
+
+
+def takes_over(s: Stmt, acc: str, pos: int, position: dict[int, int]) -> bool:
+    """Whether a conditional statement may keep the accumulator: the value it passes on
+    when its test is false is the accumulator, read by nothing after it."""
+    kept = s.inputs[s.through]
+    ends = [10**9 if r == "return" else position.get(id(r), -1) for r in kept.readers]
+    return kept.var == acc and max(ends, default=-1) <= pos

@@ -24,6 +24,7 @@ padding helpers, variable names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -123,6 +124,20 @@ class Param:
     default: Any = REQUIRED
 
 
+@dataclass(frozen=True)
+class Let:
+    """A block's named derived value (`width = planes * base_width // 64 * groups`).
+
+    `const` when the spec wrote a literal: the same in every instance, a class attribute
+    where the backend has classes (`expansion = 4`)."""
+
+    name: str  # spec name
+    py: str  # identifier in generated code
+    src: str  # Python source of the value, in the class's names
+    const: bool
+    expr: Expr  # the value in spec names (a literal as `Num`)
+
+
 @dataclass
 class ExtraParam:
     """A per-instance constructor argument: values by instance (None where absent)."""
@@ -144,6 +159,8 @@ class OpStep:
     cond: str | None = None  # source of the condition under which it exists
     share: str | None = None  # shared-weight group: one member called at every use
     named: bool = False  # the spec named the item (`maxpool:`), rather than numbering it
+    through: int = 0  # the input that flows on where the op is absent (`otherwise:`)
+    label: str | None = None  # flat numbering: the key as an f-string field where it varies
 
 
 @dataclass(frozen=True)
@@ -163,6 +180,8 @@ class BlockStep:
     cond: str | None
     call: BlockCall | None  # one block
     stage: tuple[tuple[str, BlockCall], ...] | None = None  # a repeat: (key, call) per entry
+    flat: bool = False  # the stage's entries are the enclosing scope's (flat numbering)
+    label: str | None = None
 
     @property
     def inputs(self) -> tuple[Value, ...]:
@@ -181,6 +200,7 @@ class GroupStep:
     cond: str | None
     body: list[Step]
     chain: bool
+    label: str | None = None
 
     @property
     def inputs(self) -> tuple[Value, ...]:
@@ -216,6 +236,7 @@ class RepeatStep:
     out: Value
     unrolled: list[Iteration] | None = None
     loop: LoopPlan | None = None
+    label: str | None = None
 
     @property
     def inputs(self) -> tuple[Value, ...]:
@@ -230,6 +251,7 @@ class ClassPlan:
     name: str  # block type, or the model's class name
     doc: str
     params: list[Param]  # block parameters (declared order), or the model's exposed ones
+    lets: list[Let]  # named derived values, in order (blocks only)
     extra: list[ExtraParam]
     instances: dict[str, int]  # instance path -> position in ExtraParam.values
     inputs: list[Value]
@@ -284,3 +306,14 @@ def step_args(step: Step) -> Iterator[Arg]:
         for body in bodies:
             for inner in body:
                 yield from step_args(inner)
+
+
+def used_lets(lets: list[Let], text: str) -> list[Let]:
+    """The lets `text` reads, with the lets they read in turn, in declared order: a
+    backend prints only these (an unused local would fail a linter)."""
+    wanted: list[Let] = []
+    for let in reversed(lets):
+        reads = text + "\n".join(w.src for w in wanted)
+        if re.search(rf"(?<![\w.]){re.escape(let.py)}\b", reads):
+            wanted.insert(0, let)
+    return wanted

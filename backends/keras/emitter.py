@@ -102,15 +102,18 @@ class Names:
     in_block: bool
     path: str = ""  # prefix inside the current scope, may hold `{i}` fields
     root: str = "name"  # the block instance's name: `name`, or `self.name` in a Layer
+    attrs: str = ""  # the same prefix for attribute names: step keys, never labels
 
-    def of(self, key: str) -> str:
-        text = f"{self.path}{key}"
+    def of(self, key: str, label: str | None = None) -> str:
+        """The layer name source; `label` is a flat-numbered key that varies between
+        instances, an f-string field (`{int(expand_ratio != 1)}`)."""
+        text = f"{self.path}{label or key}"
         if self.in_block:
             return f'f"{{{self.root}}}_{text}"'
         return f'f"{text}"' if "{" in text else py_str(text)
 
-    def inner(self, key: str) -> Names:
-        return Names(self.in_block, f"{self.path}{key}_", self.root)
+    def inner(self, key: str, label: str | None = None) -> Names:
+        return Names(self.in_block, f"{self.path}{label or key}_", self.root, f"{self.attrs}{key}_")
 
     def top(self) -> Names:
         return Names(self.in_block, "", self.root)
@@ -175,15 +178,16 @@ class FunctionPrinter:
         if isinstance(step, plan.OpStep):
             apps, note = self.op_apps(step, names)
             cond = self.test(step.cond)
-            self.apply(body, list(step.inputs), self.slot(step.out), apps, cond, note)
+            s = self.apply(body, list(step.inputs), self.slot(step.out), apps, cond, note)
+            s.through = step.through
         elif isinstance(step, plan.BlockStep):
             self.block(step, names, body)
         elif isinstance(step, plan.GroupStep):
             if step.cond is None:
-                self.steps(step.body, names.inner(step.key), body)
+                self.steps(step.body, names.inner(step.key, step.label), body)
                 self.alias(step.out, step.last)
                 return
-            apps = self.chain_apps(step.body, names.inner(step.key))
+            apps = self.chain_apps(step.body, names.inner(step.key, step.label))
             self.apply(body, [step.input], self.slot(step.out), apps, self.test(step.cond))
         elif step.unrolled is not None:
             source = step.input
@@ -203,7 +207,7 @@ class FunctionPrinter:
         if step.share:
             var = self.shared_layer(step, names)
             return [lambda xs: (var, f"({xs[0]})")], None
-        printed = self.printed(step, names.of(step.key))
+        printed = self.printed(step, names.of(step.key, step.label))
         if printed.merge is not None:
             return [merge_app(printed.merge)], None
         chain = printed.chain[-1:] if self.one_pixel(step) else printed.chain
@@ -250,10 +254,12 @@ class FunctionPrinter:
                 leaves.append((step, names))
             elif isinstance(step, plan.BlockStep):
                 calls = [(step.key, step.call)] if step.call else list(step.stage or ())
-                prefix = names.inner(step.key) if step.stage else names
+                prefix = (
+                    names.inner(step.key, step.label) if step.stage and not step.flat else names
+                )
                 leaves += [(call, prefix.of(key)) for key, call in calls]
             elif isinstance(step, plan.GroupStep):
-                leaves += self.chain_leaves(step.body, names.inner(step.key))
+                leaves += self.chain_leaves(step.body, names.inner(step.key, step.label))
             else:
                 assert isinstance(step, plan.RepeatStep) and step.unrolled is not None
                 for it in step.unrolled:
@@ -279,7 +285,7 @@ class FunctionPrinter:
 
     def block(self, step: plan.BlockStep, names: Names, body: list[Any]) -> None:
         if step.call is not None:
-            app = self.call_app(step.call, names.of(step.key))
+            app = self.call_app(step.call, names.of(step.key, step.label))
             self.apply(body, [step.input], self.slot(step.out), [app], step.cond)
             return
         if step.cond is not None:
@@ -287,7 +293,7 @@ class FunctionPrinter:
             self.apply(body, [step.input], self.slot(step.out), apps, step.cond)
             return
         entries = list(step.stage or ())
-        stage = names.inner(step.key)
+        stage = names if step.flat else names.inner(step.key, step.label)
         current = self.slot(step.input)
         j = 0
         while j < len(entries):
@@ -361,6 +367,7 @@ class FunctionPrinter:
         cls = self.cls
         x = self.slot(cls.inputs[0])
         lines, outputs = self.body_lines(Names(True), x)
+        lines = self.let_lines(lines)
         if re.search(r"\bin_channels\b", "\n".join(lines)):
             lines.insert(0, f"in_channels = {x.var}.shape[-1]")
         params = [p.py for p in cls.params if p.default is plan.REQUIRED]
@@ -372,6 +379,11 @@ class FunctionPrinter:
         signature = layout("def ", Call(func, (str(x.var), *params, "*", "name")), ":")
         doc = docstring(cls.doc, 4)
         return "\n".join([*signature, *indent([*doc, *lines, f"return {outputs[0].var}"])])
+
+    def let_lines(self, lines: list[str], base: int = 4) -> list[str]:
+        """The block's derived values (`width = ...`) the lines read, as locals before them."""
+        lets = plan.used_lets(self.cls.lets, "\n".join(lines))
+        return [ln for let in lets for ln in layout(f"{let.py} = ", let.src, base=base)] + lines
 
     def model_function(self, func: str, input_shapes: list[tuple[int, ...]]) -> str:
         cls, graph = self.cls, self.module.plan.graph
@@ -491,8 +503,8 @@ def emit_body(body: list[Any], base: int, acc: str = "x") -> list[str]:
         if s.cond is None:
             lines += steps
             continue
-        if out != ins[0]:
-            lines.append(f"{out} = {ins[0]}")
+        if out != ins[s.through]:
+            lines.append(f"{out} = {ins[s.through]}")
         lines += layout("if ", s.cond, ":", base=base)
         lines += [f"    {line}" if line.startswith("#") else line for line in steps]
     return lines

@@ -94,7 +94,7 @@ class LayerPrinter(FunctionPrinter):
     def attr(names: Names, key: str) -> str:
         """The member's attribute: its Names path; an anonymous top-level item (`0`) is
         `layer_0` (the layer keeps its IR name `0`, the weight adapter's contract)."""
-        attr = f"{names.path}{key}"
+        attr = f"{names.attrs}{key}"
         return f"layer_{attr}" if attr[:1].isdigit() else attr
 
     # ------------------------------------------------------------------ steps
@@ -103,7 +103,7 @@ class LayerPrinter(FunctionPrinter):
         if step.share:
             var = self.shared_layer(step, names)
             return [lambda xs: (var, f"({xs[0]})")], None
-        name = names.of(step.key)
+        name = names.of(step.key, step.label)
         printed = self.printed(step, name)
         attr = self.attr(names, step.key)
         if printed.merge is not None:
@@ -127,7 +127,8 @@ class LayerPrinter(FunctionPrinter):
     def step(self, step: Step, names: Names, body: list[Any]) -> None:
         if isinstance(step, GroupStep | BlockStep) and step.cond is not None:
             layers = self.chain_codes([step], names)
-            code = layers[0] if len(layers) == 1 else sequential(layers, names.of(step.key))
+            label = names.of(step.key, step.label)
+            code = layers[0] if len(layers) == 1 else sequential(layers, label)
             access = self.place(code, self.attr(names, step.key), step.cond)
             cond = self.test(step.cond)
             self.apply(body, [step.input], self.slot(step.out), [layer_app(access)], cond)
@@ -140,7 +141,7 @@ class LayerPrinter(FunctionPrinter):
         for leaf, where in self.chain_leaves(steps, names):
             if isinstance(leaf, OpStep):
                 assert isinstance(where, Names)
-                codes += self.printed(leaf, where.of(leaf.key)).chain
+                codes += self.printed(leaf, where.of(leaf.key, leaf.label)).chain
             else:
                 assert isinstance(where, str)
                 codes.append(self.ctor(leaf, where))
@@ -152,11 +153,11 @@ class LayerPrinter(FunctionPrinter):
 
     def block(self, step: BlockStep, names: Names, body: list[Any]) -> None:
         if step.call is not None:
-            code = self.ctor(step.call, names.of(step.key))
+            code = self.ctor(step.call, names.of(step.key, step.label))
             access = self.place(code, self.attr(names, step.key), None)
             self.apply(body, [step.input], self.slot(step.out), [layer_app(access)])
             return
-        stage = names.inner(step.key)
+        stage = names if step.flat else names.inner(step.key, step.label)
         blocks = [self.ctor(call, stage.of(key)) for key, call in step.stage or ()]
         attr = self.place(Call("", tuple(blocks), "[]"), self.attr(names, step.key), None)
         var = self.locals.new("block")
@@ -175,7 +176,7 @@ class LayerPrinter(FunctionPrinter):
         offset = f" + {loop.start}" if loop.start else ""
         inner_names = names.inner(step.key).inner(f"{loop.prefix}{{{index}{offset}}}")
         saved = self.loop_entries, self.loop_base
-        self.loop_entries, self.loop_base = [], inner_names.path
+        self.loop_entries, self.loop_base = [], inner_names.attrs
         inner: list[Any] = []
         try:
             self.steps(loop.body, inner_names, inner)
@@ -211,8 +212,7 @@ class LayerPrinter(FunctionPrinter):
                 x, unpack = Slot("inputs", "inputs"), unpack_inputs(ins)
         init = ["super().__init__(**kwargs)"]
         init += layout("self.init_args = ", Call("", tuple(config), "{}"), base=8)
-        for m in self.members:
-            init += member_lines(m)
+        init += self.let_lines([line for m in self.members for line in member_lines(m)], 8)
         if "in_channels" in "\n".join(init) and "in_channels" not in params and not cls.is_model:
             raise KerasEmitError("internal: in_channels used but not a parameter")
         package = py_str(self.module.plan.name)

@@ -55,6 +55,8 @@ from archspec.codegen.plan import (
     RepeatStep,
     Step,
     Value,
+    used_lets,
+    walk_steps,
 )
 from archspec.codegen.printers import render_file
 from archspec.codegen.printers import templates as backend_templates
@@ -91,6 +93,7 @@ class Member:
     code: Code
     cond: str | None = None
     parameter: bool = False  # an nn.Parameter (a scale's factor), not a submodule
+    pre: list[str] = field(default_factory=list)  # statements building its parts first
 
 
 class Container:
@@ -102,7 +105,14 @@ class Container:
         self.members: list[Member] = []
         self.keys: set[str] = set()
 
-    def add(self, key: str, code: Code, cond: str | None = None, parameter: bool = False) -> str:
+    def add(
+        self,
+        key: str,
+        code: Code,
+        cond: str | None = None,
+        parameter: bool = False,
+        pre: list[str] | None = None,
+    ) -> str:
         if key in self.keys:
             raise TorchEmitError(f"two submodules named '{key}' in {self.access}")
         if self.in_class and key in MODULE_ATTRS:
@@ -110,7 +120,7 @@ class Container:
                 f"item name '{key}' collides with torch.nn.Module.{key}; rename it in the spec"
             )
         self.keys.add(key)
-        self.members.append(Member(key, code, cond, parameter))
+        self.members.append(Member(key, code, cond, parameter, pre or []))
         return self.ref(key)
 
     def ref(self, key: str) -> str:
@@ -132,7 +142,7 @@ PARAMETER_PLACE = (
 MIN_RUN = 3  # stages at least this long are written as comprehensions, like _make_layer
 
 
-def sequential(entries: list[tuple[str, Code]]) -> Code:
+def sequential(entries: list[tuple[str, Code]], min_run: int = MIN_RUN) -> Code:
     """`nn.Sequential` of named modules; runs of alike blocks become comprehensions.
 
     `Bottleneck(256, planes=64)` x 5 becomes `*[Bottleneck(256, planes=64) for _ in range(5)]`
@@ -144,7 +154,7 @@ def sequential(entries: list[tuple[str, Code]]) -> Code:
     if keys == [str(i) for i in range(len(entries))]:
         for start in (0, 1):
             element = loop_element(codes[start:], start)
-            if element is not None and len(codes) - start >= MIN_RUN:
+            if element is not None and len(codes) - start >= min_run:
                 var, code = element
                 bounds = f"{start}, {len(codes)}" if start and var != "_" else len(codes) - start
                 stop = str(bounds)
@@ -152,7 +162,7 @@ def sequential(entries: list[tuple[str, Code]]) -> Code:
                 return Call("nn.Sequential", (*codes[:start], run))
         return Call("nn.Sequential", tuple(codes))
     numbered = re.fullmatch(r"([A-Za-z_]+)(\d+)", keys[0])
-    element = loop_element(codes, 0) if numbered and len(codes) >= MIN_RUN else None
+    element = loop_element(codes, 0) if numbered and len(codes) >= min_run else None
     if numbered and element is not None:
         prefix, first = numbered.group(1), int(numbered.group(2))
         if keys == [f"{prefix}{first + j}" for j in range(len(keys))]:
@@ -214,8 +224,16 @@ class ClassPrinter:
         self.root = Container("self", in_class=True)
         self.shared: dict[str, str] = {}
         self.counts: list[tuple[str, str]] = []  # int attributes (loops without modules)
+        self.flags: dict[str, str] = {}  # bool attribute -> condition (optional stateless ops)
         self.body: list[Any] = []
         self.slots: dict[int, Slot] = {}
+        # Stages are written one way in a class: when every stage has a first block and
+        # at least two more, runs of two alike blocks are comprehensions too
+        # (`Bottleneck(64, planes=64), *[Bottleneck(256, planes=64) for _ in range(2)]`).
+        stages = [s for s in walk_steps(cls.body) if isinstance(s, BlockStep) and s.stage]
+        self.min_run = (
+            2 if stages and all(len(s.stage or ()) >= 3 for s in stages if not s.flat) else MIN_RUN
+        )
 
     def slot(self, value: Value) -> Slot:
         if id(value) not in self.slots:
@@ -254,9 +272,8 @@ class ClassPrinter:
         cond = getattr(step, "cond", None)
         ref = container.add(step.key, code, cond)
         ins = [self.slot(v) for v in step.inputs]
-        self.stmt(
-            body, ins, self.slot(step.out), lambda xs: Call(ref, tuple(xs)), ref if cond else None
-        )
+        test = f"{ref} is not None" if cond else None
+        self.stmt(body, ins, self.slot(step.out), lambda xs: Call(ref, tuple(xs)), test)
 
     def steps(self, steps: list[Step], container: Container, body: list[Any]) -> None:
         for step in steps:
@@ -271,6 +288,9 @@ class ClassPrinter:
         elif isinstance(step, BlockStep):
             self.add_member(container, step, self.block_code(step), body)
         elif isinstance(step, GroupStep):
+            if step.chain and any(getattr(s, "cond", None) for s in step.body):
+                self.built_chain(container, step, body)
+                return
             if step.chain:
                 self.add_member(container, step, self.member_code(step), body)
                 return
@@ -303,6 +323,11 @@ class ClassPrinter:
             self.stmt(body, ins, out, lambda xs: Call(ref, tuple(xs)))
         elif printed.parameter is not None:
             self.add_parameter(container, step, printed, body)
+        elif step.cond is not None and printed.module is None and printed.call is not None:
+            # an optional merge (MobileNetV2's residual): a flag set in __init__
+            s = self.stmt(body, ins, out, printed.call, f"self.{self.flag(step)}")
+            s.through = step.through
+            s.inplace = printed.inplace if len(ins) <= 2 else None
         elif (
             printed.call is None
             or kind in STATEFUL
@@ -331,6 +356,58 @@ class ClassPrinter:
             body, ins, self.slot(step.out), lambda xs: call(ref, xs), ref if step.cond else None
         )
 
+    def flag(self, step: OpStep) -> str:
+        """The attribute forward tests: the condition's own name when it is one
+        (`use_res_connect`), else `use_<item>`."""
+        assert step.cond is not None
+        attr = step.cond if step.cond.isidentifier() else f"use_{step.key}"
+        if self.flags.get(attr, step.cond) != step.cond or attr in self.root.keys:
+            raise TorchEmitError(f"attribute '{attr}' of {self.cls.name} is taken")
+        self.flags[attr] = step.cond
+        return attr
+
+    def built_chain(self, container: Container, step: GroupStep, body: list[Any]) -> None:
+        """A flat chain with optional members, built as torchvision's MobileNetV2 does
+        (`layers.append(...)` under each condition, then `nn.Sequential(*layers)`): an
+        absent member takes no index, so the keys follow the spec's flat numbering."""
+        if not container.in_class:
+            raise TorchEmitError(f"'{step.key}' (optional members) must be a member of a class")
+        var = "layers"
+        pre = [f"{var}: list[nn.Module] = []"]
+        run: list[Code] = []
+
+        def flush() -> None:
+            if len(run) == 1:
+                pre.extend(layout("", Call(f"{var}.append", (run[0],)), base=8))
+            elif run:
+                pre.extend(layout("", Call(f"{var}.extend", (Call("", tuple(run), "[]"),)), base=8))
+            run.clear()
+
+        for inner in step.body:
+            cond = getattr(inner, "cond", None)
+            entries = self.entries([inner])
+            if cond is None:
+                run.extend(code for _, code in entries)
+                continue
+            flush()
+            pre += layout("if ", cond, ":", base=8)
+            for _, code in entries:
+                pre += layout("", Call(f"{var}.append", (code,)), "", 4, base=8)
+        flush()
+        ref = container.add(step.key, Call("nn.Sequential", (f"*{var}",)), pre=pre)
+        ins = [self.slot(step.input)]
+        self.stmt(body, ins, self.slot(step.out), lambda xs: Call(ref, tuple(xs)))
+
+    def entries(self, steps: list[Step]) -> list[tuple[str, Code]]:
+        """(key, module) of each step in an nn.Sequential; a flat stage's blocks each."""
+        out: list[tuple[str, Code]] = []
+        for step in steps:
+            if isinstance(step, BlockStep) and step.flat:
+                out += [(key, call_code(call)) for key, call in step.stage or ()]
+            else:
+                out.append((step.key, self.member_code(step)))
+        return out
+
     def member_code(self, step: Step) -> Code:
         """The step as one module (inside an nn.Sequential): chains only."""
         if isinstance(step, OpStep) and self.printed(step).parameter is not None:
@@ -342,7 +419,9 @@ class ClassPrinter:
         if isinstance(step, BlockStep):
             return self.block_code(step)
         if isinstance(step, GroupStep):
-            return sequential([(s.key, self.member_code(s)) for s in step.body])
+            if any(getattr(s, "cond", None) for s in step.body):
+                raise TorchEmitError(f"'{step.key}' (optional members) must be a member of a class")
+            return sequential(self.entries(step.body))
         assert isinstance(step, RepeatStep) and step.unrolled is not None
         return sequential(
             [
@@ -354,7 +433,7 @@ class ClassPrinter:
     def block_code(self, step: BlockStep) -> Code:
         if step.call is not None:
             return call_code(step.call)
-        return sequential([(key, call_code(call)) for key, call in step.stage or ()])
+        return sequential([(key, call_code(call)) for key, call in step.stage or ()], self.min_run)
 
     def loop(self, step: RepeatStep, container: Container, body: list[Any]) -> None:
         loop = step.loop
@@ -416,6 +495,7 @@ class ClassPrinter:
         return render_class(
             cls.name,
             doc=docstring(cls.doc, 4),
+            attrs=self.class_attrs(),
             signature=layout("def ", Call("__init__", tuple(sig)), " -> None:", base=4),
             init=self.init_section(),
             forward_signature=["def forward(self, x: torch.Tensor) -> torch.Tensor:"],
@@ -435,7 +515,7 @@ class ClassPrinter:
         methods = [["def _init_weights(self) -> None:", *["    " + s for s in init_weights]]]
         return render_class(
             cls.name,
-            doc=[],
+            doc=docstring(cls.doc, 4),
             signature=layout("def ", Call("__init__", tuple(sig)), " -> None:", base=4),
             init=init,
             forward_signature=layout(
@@ -446,8 +526,9 @@ class ClassPrinter:
         )
 
     def init_section(self) -> list[str]:
-        lines = ["super().__init__()"]
+        lines: list[str] = []
         for m in self.root.members:
+            lines += m.pre
             if m.key.isidentifier():
                 target, close = f"self.{m.key} = ", ""
             else:
@@ -464,7 +545,36 @@ class ClassPrinter:
                 lines += layout("if ", m.cond, ":", base=8)
                 lines += layout(target, m.code, close, 4, base=8)
         lines += [f"self.{attr} = {src}" for attr, src in self.counts]
-        return lines
+        return self.with_lets(lines)
+
+    def with_lets(self, lines: list[str]) -> list[str]:
+        """`super().__init__()`, the block's derived values as locals (a flag's own value
+        straight into its attribute, as torchvision's `self.use_res_connect = ...`), then
+        `lines`. Constant lets are class attributes (`class_attrs`), read as `self.name`."""
+        consts = [let.py for let in self.cls.lets if let.const]
+        pattern = re.compile(rf"(?<![\w.\"])({'|'.join(map(re.escape, consts))})\b")
+
+        def attrs(text: str) -> str:
+            return pattern.sub(r"self.\1", text) if consts else text
+
+        lines = [attrs(line) for line in lines]
+        flags = {attr: attrs(cond) for attr, cond in self.flags.items()}
+        text = "\n".join(lines)
+        head: list[str] = ["super().__init__()"]
+        for let in used_lets(self.cls.lets, text + "\n" + "\n".join(flags.values())):
+            if let.const:
+                continue
+            if flags.get(let.py) == let.py and not re.search(rf"\b{let.py}\b", text):
+                head += layout(f"self.{let.py} = ", attrs(let.src), base=8)
+                del flags[let.py]
+            else:
+                head += layout(f"{let.py} = ", attrs(let.src), base=8)
+        for attr, cond in flags.items():
+            head += layout(f"self.{attr} = ", cond, base=8)
+        return head + lines
+
+    def class_attrs(self) -> list[str]:
+        return [f"{let.py} = {let.src}" for let in self.cls.lets if let.const]
 
 
 def call_code(call: BlockCall) -> Code:
@@ -488,22 +598,25 @@ def emit_body(body: list[Any], base: int = 8) -> list[str]:
                 lines.append(f"{s.result.var} = out")
             continue
         first = s.inputs[0] if s.inputs else None
+        test = layout("if ", s.cond, ":", base=base) if s.cond is not None else []
         if (
             s.inplace
             and first is not None
             and first.fresh
             and first.readers == [s]
             and first.var == s.out.var
+            and (s.cond is None or s.through == 0)
         ):
-            lines.append(s.inplace([str(v.var) for v in s.inputs]))
+            inplace = s.inplace([str(v.var) for v in s.inputs])
+            lines += [*test, f"    {inplace}"] if test else [inplace]
             continue
         code = s.call([v.var for v in s.inputs])  # type: ignore[misc]
         if s.cond is None:
             lines += layout(f"{s.out.var} = ", code, base=base)
             continue
-        if s.out.var != s.inputs[0].var:
-            lines.append(f"{s.out.var} = {s.inputs[0].var}")
-        lines += layout("if ", f"{s.cond} is not None", ":", base=base)
+        if s.out.var != s.inputs[s.through].var:
+            lines.append(f"{s.out.var} = {s.inputs[s.through].var}")
+        lines += test
         lines += layout(f"{s.out.var} = ", code, "", 4, base=base)
     return lines
 
@@ -561,6 +674,7 @@ class ModulePrinter:
 
 def render_class(name: str, **parts: Any) -> str:
     parts.setdefault("methods", [])
+    parts.setdefault("attrs", [])
     return templates().get_template("block.py.j2").render(name=name, **parts).rstrip() + "\n"
 
 

@@ -87,8 +87,8 @@ def _linear(op: ir.Op, a: Args) -> Printed:
 @printer("batch_norm")
 def _batch_norm(op: ir.Op, a: Args) -> Printed:
     cls = "nn.BatchNorm2d" if a.rank == 3 else "nn.BatchNorm1d"
-    args: list[Code | Kw] = [a["num_features"], Kw("eps", a["eps"]), Kw("momentum", a["momentum"])]
-    args += kw(a, "affine", "affine", True)
+    args: list[Code | Kw] = [a["num_features"], *kw(a, "eps", "eps", 1e-5)]
+    args += kw(a, "momentum", "momentum", 0.1) + kw(a, "affine", "affine", True)
     return Printed(Call(cls, tuple(args)), None)
 
 
@@ -143,7 +143,7 @@ def _pool(a: Args, module: str, padded: str, extra: list[Kw]) -> Printed:
         args.append(Kw("padding", a.pad.src))
     elif a.pad.kind in ("same", "sides"):
         cls, needs = padded, frozenset({padded})
-    args += [Kw("ceil_mode", a["ceil_mode"]), *extra]
+    args += [*kw(a, "ceil_mode", "ceil_mode", False), *extra]  # PyTorch's defaults left out
     if a.pad.kind == "sides":
         args.append(Kw("pad", sides_src(a.pad.sides)))
     return Printed(Call(cls, tuple(args)), None, needs)
@@ -157,8 +157,11 @@ def _max_pool2d(op: ir.Op, a: Args) -> Printed:
 @printer("avg_pool2d")
 def _avg_pool2d(op: ir.Op, a: Args) -> Printed:
     # TensorFlow's 'same' average pooling divides by the number of real pixels.
-    include = "False" if a.pad.kind == "same" or op.padding.same else a["count_include_pad"]  # type: ignore[union-attr]
-    return _pool(a, "nn.AvgPool2d", "PaddedAvgPool2d", [Kw("count_include_pad", include)])
+    if a.pad.kind == "same" or op.padding.same:  # type: ignore[union-attr]
+        include = [Kw("count_include_pad", "False")]
+    else:
+        include = kw(a, "count_include_pad", "count_include_pad", True)
+    return _pool(a, "nn.AvgPool2d", "PaddedAvgPool2d", include)
 
 
 def _global(op: ir.Op, module: str, functional: str) -> Printed:

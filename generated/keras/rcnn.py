@@ -52,10 +52,9 @@ def recurrent_conv_block(x, filters, steps=4, dropout=0.1, pool=True, *, name):
     shared_conv(x_{t-1})))).
     """
     recurrent = layers.Conv2D(filters, 3, padding="same", name=f"{name}_recurrent")
-    pool_1 = x
     if pool:
-        pool_1 = layers.MaxPooling2D(2, padding="same", name=f"{name}_pool")(x)
-    feed = layers.Conv2D(filters, 3, padding="same", name=f"{name}_feed")(pool_1)
+        x = layers.MaxPooling2D(2, padding="same", name=f"{name}_pool")(x)
+    feed = layers.Conv2D(filters, 3, padding="same", name=f"{name}_feed")(x)
     x = TorchBatchNormalization(name=f"{name}_bn")(feed)
     x = layers.ReLU(name=f"{name}_relu")(x)
     x = layers.Dropout(dropout, name=f"{name}_drop")(x)

@@ -143,9 +143,10 @@ class FanInUniform(keras.initializers.RandomUniform):
         return {"fan_in": self.fan_in, "seed": super().get_config()["seed"]}
 
 
-def basic_block(inputs, planes, stride=1, groups=1, base_width=64, expansion=1, *, name):
+def basic_block(inputs, planes, stride=1, groups=1, base_width=64, *, name):
     """Two 3x3 convs with an identity shortcut, or a strided 1x1 projection when shapes change."""
     in_channels = inputs.shape[-1]
+    expansion = 1
     # torch-style padding: Keras's 'same' would put the extra pixel bottom/right
     x = layers.ZeroPadding2D(1, name=f"{name}_conv1_pad")(inputs)
     x = layers.Conv2D(

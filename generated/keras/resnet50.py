@@ -143,11 +143,13 @@ class FanInUniform(keras.initializers.RandomUniform):
         return {"fan_in": self.fan_in, "seed": super().get_config()["seed"]}
 
 
-def bottleneck(inputs, planes, stride=1, groups=1, base_width=64, expansion=4, *, name):
+def bottleneck(inputs, planes, stride=1, groups=1, base_width=64, *, name):
     """1x1 reduce, 3x3 (carrying the stride, v1.5), 1x1 expand by 4, plus the shortcut."""
     in_channels = inputs.shape[-1]
+    expansion = 4
+    width = planes * base_width // 64 * groups
     x = layers.Conv2D(
-        planes * base_width // 64 * groups,
+        width,
         1,
         use_bias=False,
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
@@ -158,7 +160,7 @@ def bottleneck(inputs, planes, stride=1, groups=1, base_width=64, expansion=4, *
     # torch-style padding: Keras's 'same' would put the extra pixel bottom/right
     x = layers.ZeroPadding2D(1, name=f"{name}_conv2_pad")(x)
     x = layers.Conv2D(
-        planes * base_width // 64 * groups,
+        width,
         3,
         strides=stride,
         groups=groups,

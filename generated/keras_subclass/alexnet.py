@@ -55,6 +55,8 @@ class FanInUniform(keras.initializers.RandomUniform):
 
 @keras.saving.register_keras_serializable(package="alexnet")
 class Alexnet(keras.Model):
+    """AlexNet, torchvision's alexnet (same state_dict keys)"""
+
     def __init__(self, dropout=0.5, num_classes=1000, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"dropout": dropout, "num_classes": num_classes}

@@ -49,6 +49,10 @@ class TorchBatchNormalization(keras.layers.BatchNormalization):
 
 @keras.saving.register_keras_serializable(package="alexnet_bn")
 class AlexnetBn(keras.Model):
+    """Seed 002's memory-reduced AlexNet (Keras subclassing): 3x3/4 'same' first conv, ReLU then
+    BatchNorm
+    """
+
     def __init__(self, dropout=0.5, num_classes=1000, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"dropout": dropout, "num_classes": num_classes}

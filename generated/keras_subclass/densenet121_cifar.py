@@ -136,6 +136,10 @@ class Transition(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="densenet121_cifar")
 class Densenet121Cifar(keras.Model):
+    """Seed 003's CIFAR DenseNet-121 (k=32, theta 0.5, 3x3 stem, new features concatenated FIRST),
+    10 classes
+    """
+
     def __init__(self, num_classes=10, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"num_classes": num_classes}

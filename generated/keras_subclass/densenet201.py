@@ -214,6 +214,8 @@ class Transition(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="densenet201")
 class Densenet201(keras.Model):
+    """DenseNet-201 (k=32, blocks 6/12/48/32), torchvision's densenet201 (same state_dict keys)"""
+
     def __init__(self, num_classes=1000, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"num_classes": num_classes}

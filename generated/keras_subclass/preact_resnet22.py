@@ -113,6 +113,10 @@ class PreActIdentity(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="preact_resnet22")
 class PreactResnet22(keras.Model):
+    """Seed 004's full pre-activation ResNet-22: 256x256x3 -> 4 classes, Keras defaults, TF 'same'
+    padding
+    """
+
     def __init__(self, hidden_units=128, num_classes=4, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"hidden_units": hidden_units, "num_classes": num_classes}

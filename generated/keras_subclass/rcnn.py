@@ -81,10 +81,9 @@ class RecurrentConvBlock(keras.layers.Layer):
         ]
 
     def call(self, x):
-        pool_1 = x
         if self.pool is not None:
-            pool_1 = self.pool(x)
-        feed = self.feed(pool_1)
+            x = self.pool(x)
+        feed = self.feed(x)
         x = self.bn(feed)
         x = self.relu(x)
         x = self.drop(x)
@@ -102,6 +101,10 @@ class RecurrentConvBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="rcnn")
 class Rcnn(keras.Model):
+    """Seed 000's recurrent convolutional layer (one conv shared by 4 steps) in a small CIFAR-size
+    classifier
+    """
+
     def __init__(self, num_classes=10, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"num_classes": num_classes}

@@ -147,9 +147,7 @@ class FanInUniform(keras.initializers.RandomUniform):
 class Bottleneck(keras.layers.Layer):
     """1x1 reduce, 3x3 (carrying the stride, v1.5), 1x1 expand by 4, plus the shortcut."""
 
-    def __init__(
-        self, in_channels, planes, stride=1, groups=1, base_width=64, expansion=4, **kwargs
-    ):
+    def __init__(self, in_channels, planes, stride=1, groups=1, base_width=64, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {
             "in_channels": in_channels,
@@ -157,10 +155,11 @@ class Bottleneck(keras.layers.Layer):
             "stride": stride,
             "groups": groups,
             "base_width": base_width,
-            "expansion": expansion,
         }
+        expansion = 4
+        width = planes * base_width // 64 * groups
         self.conv1 = layers.Conv2D(
-            planes * base_width // 64 * groups,
+            width,
             1,
             use_bias=False,
             kernel_initializer=keras.initializers.VarianceScaling(
@@ -172,7 +171,7 @@ class Bottleneck(keras.layers.Layer):
         self.relu1 = layers.ReLU(name=f"{self.name}_relu1")
         self.conv2_pad = layers.ZeroPadding2D(1, name=f"{self.name}_conv2_pad")
         self.conv2 = layers.Conv2D(
-            planes * base_width // 64 * groups,
+            width,
             3,
             strides=stride,
             groups=groups,
@@ -241,6 +240,8 @@ class Bottleneck(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="resnet152")
 class Resnet152(keras.Model):
+    """ResNet-152 v1.5, torchvision's resnet152 (same state_dict keys)"""
+
     def __init__(self, num_classes=1000, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"num_classes": num_classes}

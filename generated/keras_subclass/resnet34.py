@@ -147,9 +147,7 @@ class FanInUniform(keras.initializers.RandomUniform):
 class BasicBlock(keras.layers.Layer):
     """Two 3x3 convs with an identity shortcut, or a strided 1x1 projection when shapes change."""
 
-    def __init__(
-        self, in_channels, planes, stride=1, groups=1, base_width=64, expansion=1, **kwargs
-    ):
+    def __init__(self, in_channels, planes, stride=1, groups=1, base_width=64, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {
             "in_channels": in_channels,
@@ -157,8 +155,8 @@ class BasicBlock(keras.layers.Layer):
             "stride": stride,
             "groups": groups,
             "base_width": base_width,
-            "expansion": expansion,
         }
+        expansion = 1
         self.conv1_pad = layers.ZeroPadding2D(1, name=f"{self.name}_conv1_pad")
         self.conv1 = layers.Conv2D(
             planes,
@@ -227,6 +225,8 @@ class BasicBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="resnet34")
 class Resnet34(keras.Model):
+    """ResNet-34 v1.5, torchvision's resnet34 (same state_dict keys)"""
+
     def __init__(self, num_classes=1000, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"num_classes": num_classes}

@@ -116,6 +116,10 @@ class Bottleneck(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="resnet50_dropout_head")
 class Resnet50DropoutHead(keras.Model):
+    """Seed 001's ResNet-50: Keras v1 blocks, he_normal, Keras BN defaults, dropout/dense-200 head,
+    10 classes
+    """
+
     def __init__(self, head_dropout=0.5, hidden_units=200, num_classes=10, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {

@@ -107,6 +107,10 @@ class LeakyBottleneck(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="resnet50_leaky")
 class Resnet50Leaky(keras.Model):
+    """Seed 002's subclassed ResNet-50: LeakyReLU(0.3) blocks with an activated shortcut, no post-
+    add activation
+    """
+
     def __init__(self, num_classes=1000, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"num_classes": num_classes}

@@ -103,6 +103,10 @@ class Bottleneck(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="resnet50_v1")
 class Resnet50V1(keras.Model):
+    """ResNet-50 v1 as keras.applications.ResNet50 (stride on the
+    1x1, conv biases, BN eps 1.001e-5)
+    """
+
     def __init__(self, num_classes=1000, **kwargs):
         super().__init__(**kwargs)
         self.init_args = {"num_classes": num_classes}

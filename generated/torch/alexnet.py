@@ -6,22 +6,24 @@ from torch import nn
 
 
 class Alexnet(nn.Module):
+    """AlexNet, torchvision's alexnet (same state_dict keys)"""
+
     def __init__(self, dropout: float = 0.5, num_classes: int = 1000) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(3, stride=2, ceil_mode=False),
+            nn.MaxPool2d(3, stride=2),
             nn.Conv2d(64, 192, kernel_size=5, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(3, stride=2, ceil_mode=False),
+            nn.MaxPool2d(3, stride=2),
             nn.Conv2d(192, 384, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.Conv2d(384, 256, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.Conv2d(256, 256, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(3, stride=2, ceil_mode=False),
+            nn.MaxPool2d(3, stride=2),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(6)
         self.classifier = nn.Sequential(

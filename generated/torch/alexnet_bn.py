@@ -46,18 +46,22 @@ class PaddedConv2d(nn.Conv2d):
 
 
 class AlexnetBn(nn.Module):
+    """Seed 002's memory-reduced AlexNet (Keras subclassing): 3x3/4 'same' first conv, ReLU then
+    BatchNorm
+    """
+
     def __init__(self, dropout: float = 0.5, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = PaddedConv2d(3, 96, kernel_size=3, stride=4)
         self.bn1 = nn.BatchNorm2d(96, eps=0.001, momentum=0.01)
-        self.pool1 = nn.MaxPool2d(3, stride=2, ceil_mode=False)
+        self.pool1 = nn.MaxPool2d(3, stride=2)
         self.conv2 = nn.Conv2d(96, 256, kernel_size=5, padding=2)
         self.bn2 = nn.BatchNorm2d(256, eps=0.001, momentum=0.01)
-        self.pool2 = nn.MaxPool2d(3, stride=2, ceil_mode=False)
+        self.pool2 = nn.MaxPool2d(3, stride=2)
         self.conv3 = nn.Conv2d(256, 384, kernel_size=3, padding=1)
         self.conv4 = nn.Conv2d(384, 384, kernel_size=3, padding=1)
         self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1)
-        self.pool3 = nn.MaxPool2d(3, stride=2, ceil_mode=False)
+        self.pool3 = nn.MaxPool2d(3, stride=2)
         self.dense1 = nn.Linear(9216, 4096)
         self.dropout1 = nn.Dropout(dropout)
         self.dense2 = nn.Linear(4096, 4096)

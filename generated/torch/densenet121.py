@@ -16,9 +16,9 @@ class DenseLayer(nn.Module):
 
     def __init__(self, in_channels: int, growth_rate: int, bn_size: int = 4) -> None:
         super().__init__()
-        self.norm1 = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
+        self.norm1 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, bn_size * growth_rate, kernel_size=1, bias=False)
-        self.norm2 = nn.BatchNorm2d(bn_size * growth_rate, eps=1e-05, momentum=0.1)
+        self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
         self.conv2 = nn.Conv2d(
             bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False
         )
@@ -39,11 +39,11 @@ class Transition(nn.Module):
 
     def __init__(self, in_channels: int, theta: float = 0.5) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
+        self.norm = nn.BatchNorm2d(in_channels)
         self.conv = nn.Conv2d(
             in_channels, math.floor(theta * in_channels), kernel_size=1, bias=False
         )
-        self.pool = nn.AvgPool2d(2, stride=2, ceil_mode=False, count_include_pad=True)
+        self.pool = nn.AvgPool2d(2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.norm(x)
@@ -54,15 +54,17 @@ class Transition(nn.Module):
 
 
 class Densenet121(nn.Module):
+    """DenseNet-121 (k=32, blocks 6/12/24/16), torchvision's densenet121 (same state_dict keys)"""
+
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.features = nn.Sequential(
             OrderedDict(
                 [
                     ("conv0", nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)),
-                    ("norm0", nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)),
+                    ("norm0", nn.BatchNorm2d(64)),
                     ("relu0", nn.ReLU()),
-                    ("pool0", nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=False)),
+                    ("pool0", nn.MaxPool2d(3, stride=2, padding=1)),
                     (
                         "denseblock1",
                         nn.Sequential(
@@ -110,7 +112,7 @@ class Densenet121(nn.Module):
                             ),
                         ),
                     ),
-                    ("norm5", nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1)),
+                    ("norm5", nn.BatchNorm2d(1024)),
                 ],
             ),
         )

@@ -15,9 +15,9 @@ class Bottleneck(nn.Module):
 
     def __init__(self, in_channels: int, growth_rate: int) -> None:
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, 4 * growth_rate, kernel_size=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(4 * growth_rate, eps=1e-05, momentum=0.1)
+        self.bn2 = nn.BatchNorm2d(4 * growth_rate)
         self.conv2 = nn.Conv2d(4 * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,11 +36,11 @@ class Transition(nn.Module):
 
     def __init__(self, in_channels: int, theta: float) -> None:
         super().__init__()
-        self.bn = nn.BatchNorm2d(in_channels, eps=1e-05, momentum=0.1)
+        self.bn = nn.BatchNorm2d(in_channels)
         self.conv = nn.Conv2d(
             in_channels, math.floor(theta * in_channels), kernel_size=1, bias=False
         )
-        self.pool = nn.AvgPool2d(2, stride=2, ceil_mode=False, count_include_pad=True)
+        self.pool = nn.AvgPool2d(2, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn(x)
@@ -51,6 +51,10 @@ class Transition(nn.Module):
 
 
 class Densenet121Cifar(nn.Module):
+    """Seed 003's CIFAR DenseNet-121 (k=32, theta 0.5, 3x3 stem, new features concatenated FIRST),
+    10 classes
+    """
+
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, padding=1, bias=False)
@@ -61,8 +65,8 @@ class Densenet121Cifar(nn.Module):
         self.dense3 = nn.Sequential(*[Bottleneck(256 + 32 * i, growth_rate=32) for i in range(24)])
         self.trans3 = Transition(1024, theta=0.5)
         self.dense4 = nn.Sequential(*[Bottleneck(512 + 32 * i, growth_rate=32) for i in range(16)])
-        self.bn = nn.BatchNorm2d(1024, eps=1e-05, momentum=0.1)
-        self.pool = nn.AvgPool2d(4, stride=4, ceil_mode=False, count_include_pad=True)
+        self.bn = nn.BatchNorm2d(1024)
+        self.pool = nn.AvgPool2d(4, stride=4)
         self.linear = nn.Linear(1024, num_classes)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -93,6 +93,10 @@ class PreActIdentity(nn.Module):
 
 
 class PreactResnet22(nn.Module):
+    """Seed 004's full pre-activation ResNet-22: 256x256x3 -> 4 classes, Keras defaults, TF 'same'
+    padding
+    """
+
     def __init__(self, hidden_units: int = 128, num_classes: int = 4) -> None:
         super().__init__()
         self.conv = PaddedConv2d(3, 16, kernel_size=3, stride=2)

@@ -60,7 +60,7 @@ class RecurrentConvBlock(nn.Module):
         pool: bool = True,
     ) -> None:
         super().__init__()
-        self.pool = PaddedMaxPool2d(2, stride=2, ceil_mode=False) if pool else None
+        self.pool = PaddedMaxPool2d(2, stride=2) if pool else None
         self.feed = nn.Conv2d(in_channels, filters, kernel_size=3, padding=1)
         self.bn = nn.BatchNorm2d(filters, eps=0.001, momentum=0.01)
         self.drop = nn.Dropout(dropout)
@@ -95,6 +95,10 @@ class RecurrentConvBlock(nn.Module):
 
 
 class Rcnn(nn.Module):
+    """Seed 000's recurrent convolutional layer (one conv shared by 4 steps) in a small CIFAR-size
+    classifier
+    """
+
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.rcl1 = RecurrentConvBlock(3, filters=32, pool=False)

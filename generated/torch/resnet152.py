@@ -9,41 +9,28 @@ from torch import nn
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (carrying the stride, v1.5), 1x1 expand by 4, plus the shortcut."""
 
+    expansion = 4
+
     def __init__(
-        self,
-        in_channels: int,
-        planes: int,
-        stride: int = 1,
-        groups: int = 1,
-        base_width: int = 64,
-        expansion: int = 4,
+        self, in_channels: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(
-            in_channels, planes * base_width // 64 * groups, kernel_size=1, bias=False
-        )
-        self.bn1 = nn.BatchNorm2d(planes * base_width // 64 * groups, eps=1e-05, momentum=0.1)
+        width = planes * base_width // 64 * groups
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = nn.Conv2d(
-            planes * base_width // 64 * groups,
-            planes * base_width // 64 * groups,
-            kernel_size=3,
-            stride=stride,
-            padding=1,
-            groups=groups,
-            bias=False,
+            width, width, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False
         )
-        self.bn2 = nn.BatchNorm2d(planes * base_width // 64 * groups, eps=1e-05, momentum=0.1)
-        self.conv3 = nn.Conv2d(
-            planes * base_width // 64 * groups, planes * expansion, kernel_size=1, bias=False
-        )
-        self.bn3 = nn.BatchNorm2d(planes * expansion, eps=1e-05, momentum=0.1)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * self.expansion, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.downsample = None
-        if stride != 1 or in_channels != planes * expansion:
+        if stride != 1 or in_channels != planes * self.expansion:
             self.downsample = nn.Sequential(
                 nn.Conv2d(
-                    in_channels, planes * expansion, kernel_size=1, stride=stride, bias=False
+                    in_channels, planes * self.expansion, kernel_size=1, stride=stride, bias=False
                 ),
-                nn.BatchNorm2d(planes * expansion, eps=1e-05, momentum=0.1),
+                nn.BatchNorm2d(planes * self.expansion),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,13 +51,15 @@ class Bottleneck(nn.Module):
 
 
 class Resnet152(nn.Module):
+    """ResNet-152 v1.5, torchvision's resnet152 (same state_dict keys)"""
+
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = nn.Sequential(
-            Bottleneck(64, planes=64), Bottleneck(256, planes=64), Bottleneck(256, planes=64)
+            Bottleneck(64, planes=64), *[Bottleneck(256, planes=64) for _ in range(2)]
         )
         self.layer2 = nn.Sequential(
             Bottleneck(256, planes=128, stride=2), *[Bottleneck(512, planes=128) for _ in range(7)]
@@ -81,8 +70,7 @@ class Resnet152(nn.Module):
         )
         self.layer4 = nn.Sequential(
             Bottleneck(1024, planes=512, stride=2),
-            Bottleneck(2048, planes=512),
-            Bottleneck(2048, planes=512),
+            *[Bottleneck(2048, planes=512) for _ in range(2)],
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(2048, num_classes)

@@ -9,29 +9,25 @@ from torch import nn
 class BasicBlock(nn.Module):
     """Two 3x3 convs with an identity shortcut, or a strided 1x1 projection when shapes change."""
 
+    expansion = 1
+
     def __init__(
-        self,
-        in_channels: int,
-        planes: int,
-        stride: int = 1,
-        groups: int = 1,
-        base_width: int = 64,
-        expansion: int = 1,
+        self, in_channels: int, planes: int, stride: int = 1, groups: int = 1, base_width: int = 64
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(
             in_channels, planes, kernel_size=3, stride=stride, padding=1, bias=False
         )
-        self.bn1 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
+        self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes, eps=1e-05, momentum=0.1)
+        self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = None
-        if stride != 1 or in_channels != planes * expansion:
+        if stride != 1 or in_channels != planes * self.expansion:
             self.downsample = nn.Sequential(
                 nn.Conv2d(
-                    in_channels, planes * expansion, kernel_size=1, stride=stride, bias=False
+                    in_channels, planes * self.expansion, kernel_size=1, stride=stride, bias=False
                 ),
-                nn.BatchNorm2d(planes * expansion, eps=1e-05, momentum=0.1),
+                nn.BatchNorm2d(planes * self.expansion),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,11 +45,13 @@ class BasicBlock(nn.Module):
 
 
 class Resnet34(nn.Module):
+    """ResNet-34 v1.5, torchvision's resnet34 (same state_dict keys)"""
+
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64, eps=1e-05, momentum=0.1)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = nn.Sequential(*[BasicBlock(64, planes=64) for _ in range(3)])
         self.layer2 = nn.Sequential(
             BasicBlock(64, planes=128, stride=2), *[BasicBlock(128, planes=128) for _ in range(3)]
@@ -62,9 +60,7 @@ class Resnet34(nn.Module):
             BasicBlock(128, planes=256, stride=2), *[BasicBlock(256, planes=256) for _ in range(5)]
         )
         self.layer4 = nn.Sequential(
-            BasicBlock(256, planes=512, stride=2),
-            BasicBlock(512, planes=512),
-            BasicBlock(512, planes=512),
+            BasicBlock(256, planes=512, stride=2), *[BasicBlock(512, planes=512) for _ in range(2)]
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes)

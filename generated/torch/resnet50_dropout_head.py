@@ -75,6 +75,10 @@ class Bottleneck(nn.Module):
 
 
 class Resnet50DropoutHead(nn.Module):
+    """Seed 001's ResNet-50: Keras v1 blocks, he_normal, Keras BN defaults, dropout/dense-200 head,
+    10 classes
+    """
+
     def __init__(
         self, head_dropout: float = 0.5, hidden_units: int = 200, num_classes: int = 10
     ) -> None:
@@ -83,7 +87,7 @@ class Resnet50DropoutHead(nn.Module):
         self.conv1_conv = nn.Conv2d(3, 64, kernel_size=7, stride=2)
         self.conv1_bn = nn.BatchNorm2d(64, eps=0.001, momentum=0.01)
         self.pool1_pad = nn.ZeroPad2d(1)
-        self.pool1_pool = nn.MaxPool2d(3, stride=2, ceil_mode=False)
+        self.pool1_pool = nn.MaxPool2d(3, stride=2)
         self.conv2 = nn.Sequential(
             OrderedDict(
                 [

@@ -66,13 +66,17 @@ class LeakyBottleneck(nn.Module):
 
 
 class Resnet50Leaky(nn.Module):
+    """Seed 002's subclassed ResNet-50: LeakyReLU(0.3) blocks with an activated shortcut, no post-
+    add activation
+    """
+
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1_pad = nn.ZeroPad2d(3)
         self.conv1_conv = nn.Conv2d(3, 64, kernel_size=7, stride=2)
         self.conv1_bn = nn.BatchNorm2d(64, eps=0.001, momentum=0.01)
         self.pool1_pad = nn.ZeroPad2d(1)
-        self.pool1_pool = nn.MaxPool2d(3, stride=2, ceil_mode=False)
+        self.pool1_pool = nn.MaxPool2d(3, stride=2)
         self.conv2 = nn.Sequential(
             OrderedDict(
                 [

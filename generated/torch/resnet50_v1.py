@@ -55,13 +55,17 @@ class Bottleneck(nn.Module):
 
 
 class Resnet50V1(nn.Module):
+    """ResNet-50 v1 as keras.applications.ResNet50 (stride on the
+    1x1, conv biases, BN eps 1.001e-5)
+    """
+
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
         self.conv1_pad = nn.ZeroPad2d(3)
         self.conv1_conv = nn.Conv2d(3, 64, kernel_size=7, stride=2)
         self.conv1_bn = nn.BatchNorm2d(64, eps=1.001e-05, momentum=0.01)
         self.pool1_pad = nn.ZeroPad2d(1)
-        self.pool1_pool = nn.MaxPool2d(3, stride=2, ceil_mode=False)
+        self.pool1_pool = nn.MaxPool2d(3, stride=2)
         self.conv2 = nn.Sequential(
             OrderedDict(
                 [

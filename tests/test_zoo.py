@@ -24,6 +24,7 @@ REFERENCE_TRAINABLE = {
     "densenet201": 20_013_928,
     "alexnet": 61_100_840,
     "resnet50_v1": 25_583_592,
+    "efficientnet_b0": 5_288_548,
 }
 
 

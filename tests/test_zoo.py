@@ -24,6 +24,8 @@ REFERENCE_TRAINABLE = {
     "densenet201": 20_013_928,
     "alexnet": 61_100_840,
     "resnet50_v1": 25_583_592,
+    "mobilenet_v2": 3_504_872,
+    "mobilenet_v3_large": 5_483_032,
 }
 
 

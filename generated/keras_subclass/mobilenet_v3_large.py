@@ -145,9 +145,9 @@ class InvertedResidual(keras.layers.Layer):
             "stride": stride,
         }
         use_res_connect = stride == 1 and in_channels == out_channels
-        squeeze_base = expanded_channels // 4
-        squeeze_rounded = max(8, (squeeze_base + 4) // 8 * 8)
-        squeeze_channels = squeeze_rounded + 8 if squeeze_rounded < 0.9 * squeeze_base else squeeze_rounded
+        base = expanded_channels // 4
+        rounded = max(8, (base + 4) // 8 * 8)
+        squeeze_channels = rounded + 8 if rounded < 0.9 * base else rounded
         self.block_0 = None
         if expanded_channels != in_channels:
             self.block_0 = keras.Sequential(

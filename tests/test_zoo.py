@@ -25,6 +25,8 @@ REFERENCE_TRAINABLE = {
     "alexnet": 61_100_840,
     "resnet50_v1": 25_583_592,
     "efficientnet_b0": 5_288_548,
+    "mobilenet_v2": 3_504_872,
+    "mobilenet_v3_large": 5_483_032,
 }
 
 

@@ -113,11 +113,12 @@ def has_share(items: list[Any]) -> bool:
 def is_chain(body: list[Step], entry: Value, out: Value, flat: bool = False) -> bool:
     """Whether the steps read one another in order, each its predecessor only, with no
     condition and no loop: a chain a backend may write as one sequential container. In a
-    flat scope a member may be conditional (absent, it takes no number in the container)."""
+    flat scope a member may be conditional (absent, it takes no number in the container):
+    an op, a chain, or a block call (MobileNetV3's optional squeeze-and-excitation)."""
     previous = entry
     for step in body:
         cond = getattr(step, "cond", None)
-        if cond is not None and not (flat and isinstance(step, OpStep | GroupStep)):
+        if cond is not None and not (flat and isinstance(step, OpStep | GroupStep | BlockStep)):
             return False
         if tuple(step.inputs) != (previous,):
             return False
@@ -129,6 +130,17 @@ def is_chain(body: list[Step], entry: Value, out: Value, flat: bool = False) -> 
             return False
         previous = step.out
     return bool(body) and out is previous
+
+
+def first_conditional(steps: list[Step]) -> Step | None:
+    """The first step under a condition in these steps or in the groups among them."""
+    for step in steps:
+        if getattr(step, "cond", None):
+            return step
+        found = first_conditional(step.body) if isinstance(step, GroupStep) else None
+        if found is not None:
+            return found
+    return None
 
 
 def locate(
@@ -794,6 +806,13 @@ class ClassWalker:
             raise PlanError(
                 f"conditional group '{local}' in {self.name} must be a chain of "
                 "modules (it becomes one optional sequential member)"
+            )
+        inside = first_conditional(inner)
+        if cond is not None and inside is not None:  # both would be one member's condition
+            raise PlanError(
+                f"'{inside.key}' is conditional inside the optional group '{local}' in "
+                f"{self.name}: a condition inside an optional chain is not supported; make "
+                "the choice a block (a block call may sit in the chain)"
             )
         out = Value(local, chan=last.chan)
         body.append(GroupStep(local, path, source, out, last, cond, inner, chain))

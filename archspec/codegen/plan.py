@@ -313,7 +313,7 @@ def used_lets(lets: list[Let], text: str) -> list[Let]:
     backend prints only these (an unused local would fail a linter)."""
     wanted: list[Let] = []
     for let in reversed(lets):
-        reads = text + "\n".join(w.src for w in wanted)
+        reads = "\n".join([text, *(w.src for w in wanted)])  # a line each: \b holds
         if re.search(rf"(?<![\w.]){re.escape(let.py)}\b", reads):
             wanted.insert(0, let)
     return wanted

@@ -614,6 +614,17 @@ def is_expression(value: object) -> bool:
     return expression_text(value) is not None
 
 
+def depth(node: Expr) -> int:
+    """How deeply `node` nests (a name or number: 1)."""
+    inner = [0]
+    for f in fields(node):
+        value = getattr(node, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, Expr):  # type: ignore[arg-type]
+                inner.append(depth(v))
+    return 1 + max(inner)
+
+
 def substitute(node: Expr, values: Mapping[str, Expr]) -> Expr | None:
     """`node` with each name replaced by its expression in `values` (a block's output
     channels written in its caller's names); None when a name has no replacement."""

@@ -36,7 +36,7 @@ def net(body: list[Any], channels: int = 3, size: int = 12, **extra: Any) -> dic
 
 
 CASES: dict[str, dict[str, Any]] = {
-    "same_padding": net(
+    "tf_same_padding": net(
         [
             {"c1": {"op": "conv", "out": 4, "kernel": 3, "stride": 2, "padding": "same"}},
             {"c2": {"op": "conv", "out": 4, "kernel": 2, "padding": "same"}},

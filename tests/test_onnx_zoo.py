@@ -101,7 +101,8 @@ def test_functions_are_checker_clean_with_block_output_shapes(name: str) -> None
         for value in call.output:
             assert shapes[value] == ["batch", *graph.node(value).shape], value
     # every outermost block instance is one call in the main graph (nested ones, such as
-    # efficientnet_b0's and mobilenet_v3_large's squeeze-and-excitation, are calls inside their parent's function)
+    # efficientnet_b0's and mobilenet_v3_large's squeeze-and-excitation, are calls inside
+    # their parent's function)
     blocks = [s.path for s in graph.scopes if s.kind == "block"]
     outermost = [p for p in blocks if not any(p.startswith(q + ".") for q in blocks)]
     assert [c.name for c in calls] == outermost

@@ -24,6 +24,7 @@ from archspec.expr import (
     IfElse,
     Name,
     Num,
+    depth,
     evaluate,
     expression_text,
     parse,
@@ -73,6 +74,8 @@ CHANNEL_FIELD = {
 }
 PAIR_FIELDS = {"kernel_size", "stride", "dilation", "output_size", "padding"}
 NOT_ARGS = {"kind", "padding", "weight_init", "bias_init", "shape", "axis", "approximate", "rank"}
+
+MAX_CHANNEL_DEPTH = 16  # nesting of a block call's channel expression, see call_channels
 
 
 @dataclass(frozen=True)
@@ -738,7 +741,12 @@ class ClassWalker:
             found = substitute(let.expr, values)
             if found is not None:
                 values[let.name] = found
-        return substitute(chan, values)
+        out = substitute(chan, values)
+        # A chain of blocks each adding to the last one's channels (a dense block written
+        # as block calls) would nest the expression once per block: past a readable depth
+        # the channels are the IR's literal instead (and evaluating stays far from
+        # Python's recursion limit).
+        return out if out is None or depth(out) <= MAX_CHANNEL_DEPTH else None
 
     def block_call(
         self,

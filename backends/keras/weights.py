@@ -124,7 +124,10 @@ def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     if isinstance(layer, keras.Model):
         return list(layer.layers)
     found: list[keras.layers.Layer] = []
-    stack = [v for k, v in reversed(vars(layer).items()) if not k.startswith("_")]
+    attrs = dict(vars(layer))
+    if hasattr(layer, "named_children"):  # KERAS_BACKEND=torch: sublayers are nn.Modules too
+        attrs.update(layer.named_children())  # and torch keeps those out of vars()
+    stack = [v for k, v in reversed(attrs.items()) if not k.startswith("_")]
     while stack:
         value = stack.pop()
         if isinstance(value, keras.layers.Layer):

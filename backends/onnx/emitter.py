@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import archspec
+from archspec.analysis import totals
 from archspec.backend import Artifact, BackendError, ZooVariant, check_options
 from archspec.ir import Graph
 from archspec.registry import ResolvedSpec, header_path
@@ -42,6 +43,9 @@ def header(graph: Graph) -> str:
     )
 
 
+PROTOBUF_LIMIT = 2**31  # bytes: a serialized ModelProto must stay below it
+
+
 class OnnxBackend:
     """The `onnx` backend: a ModelProto built from the Graph IR (see archspec_onnx.model)."""
 
@@ -62,6 +66,12 @@ class OnnxBackend:
             raise BackendError("the onnx text form stores no weights: drop --weights")
         if text:
             weights = None
+        elif (size := 4 * totals(graph).total) >= PROTOBUF_LIMIT:
+            raise BackendError(
+                f"{graph.name} holds {size / 2**30:.1f} GiB of float32 weights; an ONNX file "
+                f"holds at most 2 GiB (protobuf's limit): emit the text form (no weights) "
+                f"or a smaller model"
+            )
         elif weights_file is not None:
             weights = load_weights(str(weights_file), graph)
         else:

@@ -35,7 +35,7 @@ def test_fuzz_cases_exit_0_or_2_through_the_real_cli(tmp_path: Path) -> None:
     bases, libs = fuzzing.zoo_texts()
     exe = Path(sys.executable).with_name("archspec")
     codes = set()
-    for index in range(16):
+    for index in range(64):  # until both codes are seen: the mutations decide which
         case = fuzzing.make_case(index, SEED, tmp_path, bases, libs)
         proc = subprocess.run(
             [str(exe), "validate", str(case.target)],
@@ -47,7 +47,9 @@ def test_fuzz_cases_exit_0_or_2_through_the_real_cli(tmp_path: Path) -> None:
         assert proc.returncode in (0, 2), proc.stderr
         assert "Traceback" not in proc.stderr
         codes.add(proc.returncode)
-    assert codes == {0, 2}  # the seed's first 16 cases include accepted and rejected specs
+        if codes == {0, 2}:
+            break
+    assert codes == {0, 2}  # the seed's first cases include accepted and rejected specs
 
 
 TINY = """

@@ -572,7 +572,8 @@ def _print_parity(name: str, mode: str, reports: list[Any], tol: Any) -> None:
               help="What wrote the checkpoint: torch (a state_dict file) or keras "
               "(.keras or .weights.h5).")  # fmt: skip
 @click.option("--to", "dest", required=True, metavar="FRAMEWORK",
-              help="What to write: torch, keras or onnx.")  # fmt: skip
+              help="What to write: torch, keras (functional style), keras_subclass or "
+              "onnx.")  # fmt: skip
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (created if needed).")  # fmt: skip
 @click.option("--input-size", nargs=2, type=click.IntRange(min=1), default=None, metavar="H W",

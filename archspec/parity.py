@@ -208,6 +208,8 @@ class Runner(Protocol):
     extra: str  # the pip extra that installs its framework ("torch", "keras", "onnx")
     modes: tuple[str, ...]  # modes it supports
     devices: tuple[str, ...]  # devices it can run on here (after checking the hardware)
+    # Optional `float64: bool`: the runner computes in float64 whatever the request's
+    # dtype (torch64, the reference); progress lines show it.
 
     def available(self) -> str | None:
         """None when its framework imports; else why not (shown to the user)."""
@@ -398,7 +400,8 @@ def run_parity(
     results: list[tuple[RunResult, float]] = []
     for runner in runners:
         if progress:
-            progress(f"running {runner.name} ({mode}, {request.dtype}, {device}) ...")
+            dtype = "float64" if getattr(runner, "float64", False) else request.dtype
+            progress(f"running {runner.name} ({mode}, {dtype}, {device}) ...")
         start = time.perf_counter()
         results.append((runner.run(request), time.perf_counter() - start))
         if progress:

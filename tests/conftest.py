@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
+
+# Keras numerics as the parity harness runs them (backends/keras/parity.py says why); set
+# before any test imports TensorFlow, which reads it once.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # triton (imported by torchvision and torch.compile) segfaults when its LLVM is loaded after
 # TensorFlow's. Loading it first, before any test imports TensorFlow or Keras, avoids that.

@@ -262,6 +262,56 @@ def test_keras_checkpoint_ports_to_torch(tmp_path: Path, kind: str, style: str) 
     ]
 
 
+def test_torch_checkpoint_ports_to_the_keras_subclass_style(tmp_path: Path) -> None:
+    """`--to keras_subclass` writes the subclass module (a keras.Model subclass, loaded as
+    a user would) whose weights file gives torchvision's outputs."""
+    import keras
+    import torch
+
+    path, model = torchvision_checkpoint(tmp_path, "resnet18", seed=2)
+    out = tmp_path / "out"
+    result = port(path, "--spec", "resnet18", "--from", "torch", "--to", "keras_subclass",
+                  "-o", out, "--input-size", 32, 32)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "running keras_subclass (out/resnet18.weights.h5)" in result.output.replace(
+        str(tmp_path) + "/", ""
+    )
+    assert "running torch64 (inference, float64, cpu)" in result.output
+    module = import_file(out / "resnet18.py")
+    assert issubclass(module.Resnet18, keras.Model)
+    ported = module.resnet18(input_shape=(32, 32, 3))
+    ported.load_weights(out / "resnet18.weights.h5")
+    x = image(2, 32)
+    got = keras.ops.convert_to_numpy(ported(np.moveaxis(x, 1, -1), training=False))
+    with torch.no_grad():
+        want = model.double()(torch.from_numpy(x).double()).numpy()
+    assert_close(want, got)
+
+
+def test_the_keras_check_reads_the_written_weights_file_not_the_built_model(
+    tmp_path: Path,
+) -> None:
+    """The check reuses the model `write` built, so it must take every value from the
+    file: with the file replaced by other weights, the checked model holds those."""
+    from archspec_keras.checkpoint import KerasPorter
+    from archspec_keras.weights import from_keras
+
+    from archspec.parity import RunRequest, canonical_inputs
+
+    spec = load("rcnn")
+    graph = lower(spec)
+    porter = KerasPorter()
+    _, other = porter.write(WeightSet.random(graph, seed=2), spec, graph)
+    module, _ = porter.write(WeightSet.random(graph, seed=1), spec, graph)  # built: seed 1
+    for artifact in (module, other):  # the module, and the weights file of seed 2
+        (tmp_path / artifact.filename).write_bytes(artifact.content)
+    runner = porter.runner(tmp_path, [module, other])
+    request = RunRequest(spec, graph, WeightSet.random(graph, seed=1),
+                         canonical_inputs(graph, 1, 0), ())  # fmt: skip
+    model = runner.build(request)
+    assert from_keras(model, graph).equal(WeightSet.random(graph, seed=2))
+
+
 def test_porting_again_replaces_archspec_own_files(tmp_path: Path) -> None:
     import torch
 

@@ -95,7 +95,9 @@ def _depthwise(channels: int) -> tuple[Convert, Convert]:
     return to_keras, from_keras
 
 
-def _convert(op: ir.Op, layer: keras.layers.Layer, variable: str) -> tuple[str, Convert, Convert]:
+def variable_mapping(
+    op: ir.Op, layer: keras.layers.Layer, variable: str
+) -> tuple[str, Convert, Convert]:
     """(canonical tensor, to Keras, from Keras) for a variable of the layer holding `op`;
     raises KeyError for a variable the op has no tensor for."""
     if isinstance(op, ir.BatchNorm):
@@ -155,7 +157,7 @@ def walk_layers(model: keras.layers.Layer, include_self: bool = True) -> list[ke
     return order
 
 
-def _leaf_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
+def leaf_layers(model: keras.layers.Layer) -> list[keras.layers.Layer]:
     """Layers without sublayers that own weights (a container's `weights` are its
     sublayers'), each once."""
     return [layer for layer in walk_layers(model) if layer.weights and not sublayers(layer)]
@@ -178,7 +180,7 @@ def _bind(
         "wrong shape": [],
     }
     layers: dict[str, keras.layers.Layer] = {}
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         if layer.name in layers:
             problems["layers named twice"].append(layer.name)
         layers[layer.name] = layer
@@ -200,7 +202,7 @@ def _bind(
         for variable in layer.weights:
             key = f"{layer_name}/{variable.name}"
             try:
-                tensor, to_keras, from_keras = _convert(node.op, layer, variable.name)
+                tensor, to_keras, from_keras = variable_mapping(node.op, layer, variable.name)
             except KeyError:
                 tensor = to_keras = from_keras = None
             name = weight_name(prefix, tensor)

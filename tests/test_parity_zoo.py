@@ -134,13 +134,19 @@ def test_train_and_grad_modes_match_torch(name: str, mode: str, backend: str) ->
         }
 
 
-@pytest.mark.skipif(
-    not __import__("torch").cuda.is_available(), reason="needs a CUDA device (none here)"
-)
-def test_cuda_fp32_matches_float64() -> None:
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("backend", ["torch", "keras", "keras_subclass", "onnx"])
+def test_each_backend_matches_float64_on_each_device(backend: str, device: str) -> None:
+    """fp32 on the device against the float64 reference on the same device (TF32 off in
+    both frameworks on CUDA); a device a framework does not see here is skipped, saying so."""
+    other = TorchRunner() if backend == "torch" else runner(backend)
+    reference = TorchRunner(name="torch64", float64=True)
+    for r in (reference, other):
+        if device not in r.devices:
+            pytest.skip(f"{r.name} sees no {device.upper()} device on this machine")
     spec = load("resnet18")
-    graph = lower(spec, input_size=(64, 64))
-    (report,) = run_parity(
-        spec, graph, [TorchRunner(name="torch64", float64=True), TorchRunner()], device="cuda"
-    )
+    graph = lower(spec, input_size=(32, 32))
+    (report,) = run_parity(spec, graph, [reference, other], batch=3, device=device)
+    print(f"resnet18 {backend} {device}: {worst(report)}")
     assert report.passed, explain(report)
+    assert report.probes

@@ -21,7 +21,7 @@ check: venv
 	$(ARCHSPEC) gen --all --check
 
 test: venv lint check
-	$(PY) -m pytest -q -p no:cacheprovider -n 2
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup
 
 gen: venv
 	$(ARCHSPEC) gen --all

@@ -13,7 +13,7 @@ issue names, for both Keras styles.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from archspec_keras.parity import KerasRunner
@@ -22,7 +22,7 @@ from archspec_torch.parity import TorchRunner
 from test_keras_zoo import assert_keras_model_facts
 
 from archspec.lower import lower
-from archspec.parity import PairReport, Runner, RunRequest, Tolerance, run_parity
+from archspec.parity import PairReport, Runner, RunRequest, RunResult, Tolerance, run_parity
 from archspec.registry import load, zoo_names
 from archspec.weights import WeightSet
 
@@ -71,19 +71,33 @@ def runner(backend: str) -> Runner:
     return KeptKerasRunner(style)
 
 
+class SharedReference(TorchRunner):
+    """torch64 computed once per (spec, size) case and worker: the three backends of a case
+    compare against one run (their tests share an xdist group, so one worker runs them)."""
+
+    results: ClassVar[dict[tuple[str, int], RunResult]] = {}
+
+    def __init__(self, key: tuple[str, int]) -> None:
+        super().__init__(name="torch64", float64=True)
+        self.key = key
+
+    def run(self, request: RunRequest) -> RunResult:
+        if self.key not in self.results:
+            self.results.clear()  # one case's reference held at a time
+            self.results[self.key] = super().run(request)
+        return self.results[self.key]
+
+
 def matrix() -> list[Any]:
-    """ONNX at both sizes; Keras functional at both (the heavy specs: the odd one); the
-    subclass style, which prints the same layers (its errors equalled the functional
-    style's to the digit on every spec), at the odd size: CI's 30-minute budget."""
+    """Every zoo spec x (keras, keras_subclass, onnx) x (even, odd) input size."""
     cases = []
     for name in zoo_names():
-        for backend in BACKENDS:
-            for which in (0, 1):
-                keep = backend == "onnx" or which == 1 or (backend == "keras" and name not in HEAVY)
-                if keep:
-                    marks = [pytest.mark.slow] if name in HEAVY else []
-                    ids = f"{name}-{backend}-{('even', 'odd')[which]}"
-                    cases.append(pytest.param(name, backend, which, marks=marks, id=ids))
+        for which in (0, 1):
+            group = pytest.mark.xdist_group(f"parity-{name}-{which}")
+            marks = [group, *([pytest.mark.slow] if name in HEAVY else [])]
+            for backend in BACKENDS:
+                ids = f"{name}-{backend}-{('even', 'odd')[which]}"
+                cases.append(pytest.param(name, backend, which, marks=marks, id=ids))
     return cases
 
 
@@ -94,7 +108,7 @@ def test_backend_matches_torch(name: str, backend: str, which: int, tmp_path: Pa
     graph = lower(spec, input_size=size)
     weights = WeightSet.random(graph, seed=0)
     other = runner(backend)
-    runners = [TorchRunner(name="torch64", float64=True), other]
+    runners = [SharedReference((name, which)), other]
     (report,) = run_parity(spec, graph, runners, batch=3, seed=0, weights=weights)
     print(f"{name} {backend} {size[0]}: {worst(report)}")
     assert report.passed, explain(report)

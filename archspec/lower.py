@@ -708,9 +708,20 @@ class Lowerer:
                     ctx.source,
                     (*path, "table"),
                     f"a table binds '{bound}' ({TABLE_NAMES[bound]}) in its rows' expressions, "
-                    f"which would hide the name '{bound}' visible here; rename that one",
+                    f"which would hide the name '{bound}' visible here (a parameter or a "
+                    "'let' value); rename it",
                     key=True,
                 )
+        found = expression_text(item.repeat) if isinstance(item.repeat, str) else None
+        running = sorted(_names(found[0]) & {"block_index", "block_count"}) if found else []
+        if running:
+            raise self.error(
+                ctx.source,
+                (*path, "repeat"),
+                f"a row's 'repeat' cannot read '{running[0]}' ({TABLE_NAMES[running[0]]}): "
+                "the running count follows from every row's repeat; use it in 'args', "
+                "'first' or 'block'",
+            )
         counts: list[int] = []
         for r, row in enumerate(item.table):
             for key in row:

@@ -694,10 +694,12 @@ class ClassWalker:
         cond: str | None,
         kids: dict[int, list[str]] | None = None,
         flat: bool = False,
+        what: str | None = None,
     ) -> Value:
         """A block call, or a stage of them (a repeat, a table's blocks or one of its
         nested rows): `kids` are the stage's blocks per instance when not the scope at
-        `path`'s children; `flat` when they are the enclosing scope's entries."""
+        `path`'s children; `flat` when they are the enclosing scope's entries. `what`
+        names the stage in per-instance argument names (default: its key)."""
         out = Value(local)
         if kids is None and item.repeat is None and item.table is None:
             call = self.block_call(item, local, sub, present, source.chan, first=False)
@@ -730,7 +732,7 @@ class ClassWalker:
             frames: list[Frame | None] = [None] * self.n
             for i, ch in zip(present, children, strict=True):
                 frames[i] = Frame(ch[j], sub[i].env)  # type: ignore[union-attr]
-            call = self.block_call(item, local, frames, present, chan, first=j == 0)
+            call = self.block_call(item, what or local, frames, present, chan, first=j == 0)
             entries.append((child.rsplit(".", 1)[-1], call))
             chan = self.call_channels(call, chan)
         out.chan = chan
@@ -764,7 +766,9 @@ class ClassWalker:
             for i in present:
                 frames[i] = Frame(rows[i][j], sub[i].env)  # type: ignore[union-attr]
             kids = {i: self.pb.children(rows[i][j]) for i in present}
-            current = self.block_item(item, key, path, frames, present, current, body, None, kids)
+            current = self.block_item(
+                item, key, path, frames, present, current, body, None, kids, what=f"{local}_{key}"
+            )
         return current
 
     def call_channels(self, call: BlockCall, in_chan: Expr | None) -> Expr | None:

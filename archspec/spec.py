@@ -480,7 +480,8 @@ class ScopeItem(ItemBase, RepeatFields):
         default="position",
         description="how anonymous items are named: by list position, or 'flat' "
         "(torchvision's features.0 ... features.18): counting only present items, an "
-        "anonymous repeated or table block item numbering its blocks in this scope",
+        "anonymous repeated or table block item numbering its blocks (a nested table: "
+        "its rows) in this scope",
     )
 
 

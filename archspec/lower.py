@@ -29,6 +29,12 @@ from archspec.spec import BlockDef, BlockItem, ItemBase, ScopeItem
 V = TypeVar("V")
 COMMON_FIELDS = PER_ITEM_FIELDS  # fields every item has: not op fields
 MAX_BLOCK_DEPTH = 32
+# Names a table binds in its rows' `block`, `args` and `first` besides the row's values.
+TABLE_NAMES = {
+    "index": "the block's number in its row",
+    "block_index": "the block's number across all rows",
+    "block_count": "the table's number of blocks",
+}
 
 
 @lru_cache(maxsize=4096)
@@ -610,35 +616,65 @@ class Lowerer:
         at: tuple[str, int] | None = None,
     ) -> tuple[str, int]:
         """The item's block calls, in order; with `at` (a flat scope's prefix and next
-        number) they are numbered in the enclosing scope. Returns the output and count."""
+        number) they are numbered in the enclosing scope, its blocks or, with `numbering:
+        nested`, its rows. Returns the output and how many numbers it took."""
         if len(sources) != 1:
             raise self.error(ctx.source, (*path, "inputs"), "a block takes exactly one input")
-        runs = self.block_runs(item, ctx, path)
-        if runs is None:
+        rows = self.block_runs(item, ctx, path)
+        if rows is None:
             located, block_name = self.block_type(item, ctx.env, ctx, path)
             out = self.call_block(
                 located, block_name, item.args, None, ctx, path, full, sources[0], {}
             )
             return out, 1
-        here = SourceRef(ctx.source.file, path)
-        stage = len(self.scopes)  # the stage's entry, before its blocks'; its type after them
-        if at is None:
-            self.scopes.append(ScopeInfo(path=full, kind="repeat", source=here))
         current = sources[0]
+        if item.numbering == "nested":  # each row a stage: features.2, its blocks features.2.1
+            if at is None:
+                self.scopes.append(
+                    ScopeInfo(path=full, kind="group", source=SourceRef(ctx.source.file, path))
+                )
+            for r, row in enumerate(rows):
+                stage = f"{at[0]}{at[1] + r}" if at else f"{full}.{item.prefix}{item.start + r}"
+                subs = [f"{stage}.{k}" for k in range(len(row))]
+                current = self.lower_stage(item, row, path, stage, subs, current, ctx)
+            return current, len(rows)
+        runs = [run for row in rows for run in row]
+        if at is None:
+            subs = [f"{full}.{item.prefix}{item.start + k}" for k in range(len(runs))]
+            return self.lower_stage(item, runs, path, full, subs, current, ctx), len(runs)
+        subs = [f"{at[0]}{at[1] + k}" for k in range(len(runs))]  # the scope's own entries
+        return self.lower_stage(item, runs, path, None, subs, current, ctx), len(runs)
+
+    def lower_stage(
+        self,
+        item: BlockItem,
+        runs: list[dict[str, Any]],
+        path: Path,
+        stage: str | None,
+        subs: list[str],
+        current: str,
+        ctx: BlockCtx,
+    ) -> str:
+        """Calls of a repeat or table item named `subs`, each reading the previous one; a
+        scope entry for `stage` (None: the calls are a flat scope's entries), with the
+        block type when all calls share one."""
+        here = SourceRef(ctx.source.file, path)
+        entry = len(self.scopes)  # the stage's entry, before its blocks'; its type after them
+        if stage is not None:
+            self.scopes.append(ScopeInfo(path=stage, kind="repeat", source=here))
         types: set[str] = set()
-        for k, (extra, first) in enumerate(runs):
-            sub = f"{at[0]}{at[1] + k}" if at else f"{full}.{item.prefix}{item.start + k}"
+        for sub, extra in zip(subs, runs, strict=True):
             located, block_name = self.block_type(item, {**ctx.env, **extra}, ctx, path)
             types.add(block_name)
-            overrides = item.first if first else None
+            overrides = item.first if extra["index"] == 0 else None
             current = self.call_block(
                 located, block_name, item.args, overrides, ctx, path, sub, current, extra
             )
-        if at is None and len(types) == 1:
-            self.scopes[stage] = ScopeInfo(
-                path=full, kind="repeat", block_type=types.pop(), source=here
+        if stage is not None and len(types) == 1:
+            self.scopes[entry] = ScopeInfo(
+                path=stage, kind="repeat", block_type=types.pop(), source=here
             )
-        return current, len(runs)
+        return current
 
     def block_type(
         self, item: BlockItem, env: Mapping[str, Any], ctx: BlockCtx, path: Path
@@ -655,24 +691,50 @@ class Lowerer:
 
     def block_runs(
         self, item: BlockItem, ctx: BlockCtx, path: Path
-    ) -> list[tuple[dict[str, Any], bool]] | None:
-        """(names bound for one call, whether it is a row's first) per call: `index` for a
-        repeat, also the row's values for a table; None for a single call."""
+    ) -> list[list[dict[str, Any]]] | None:
+        """The names bound for each call, row by row (a repeat is one row): `index`, the
+        call's number in its row (0: the row's first call, which takes `first`); for a
+        table also the row's values and the running count over all its rows (TABLE_NAMES).
+        None for a single call."""
         if item.table is None:
             count = self.repeat_count(item, ctx, path)
             if count is None:
                 return None
             self.expand(count, ctx.source, (*path, "repeat"))
-            return [({"index": i}, i == 0) for i in range(count)]
-        runs: list[tuple[dict[str, Any], bool]] = []
+            return [[{"index": i} for i in range(count)]]
+        for bound in TABLE_NAMES:
+            if bound in ctx.env and bound != "index":  # `index`: the innermost repeat's
+                raise self.error(
+                    ctx.source,
+                    (*path, "table"),
+                    f"a table binds '{bound}' ({TABLE_NAMES[bound]}) in its rows' expressions, "
+                    f"which would hide the name '{bound}' visible here (a parameter or a "
+                    "'let' value); rename it",
+                    key=True,
+                )
+        found = expression_text(item.repeat) if isinstance(item.repeat, str) else None
+        running = sorted(_names(found[0]) & {"block_index", "block_count"}) if found else []
+        if running:
+            raise self.error(
+                ctx.source,
+                (*path, "repeat"),
+                f"a row's 'repeat' cannot read '{running[0]}' ({TABLE_NAMES[running[0]]}): "
+                "the running count follows from every row's repeat; use it in 'args', "
+                "'first' or 'block'",
+            )
+        counts: list[int] = []
         for r, row in enumerate(item.table):
             for key in row:
-                if key in ctx.env or key == "index":
+                if key in ctx.env or key in TABLE_NAMES:
+                    what = (
+                        "visible here"
+                        if key in ctx.env
+                        else f"the table binds ({TABLE_NAMES[key]})"
+                    )
                     raise self.error(
                         ctx.source,
                         (*path, "table", r, key),
-                        f"table column '{key}' hides the name '{key}' visible here; rename "
-                        "the column",
+                        f"table column '{key}' hides the name '{key}' {what}; rename the column",
                         key=True,
                     )
             saved = ctx.env
@@ -686,8 +748,14 @@ class Lowerer:
                 ctx.env = saved
             assert count is not None
             self.expand(count, ctx.source, (*path, "table", r))
-            runs += [({**row, "index": i}, i == 0) for i in range(count)]
-        return runs
+            counts.append(count)
+        total, done = sum(counts), 0
+        rows: list[list[dict[str, Any]]] = []
+        for row, count in zip(item.table, counts, strict=True):
+            running = [{"block_index": done + i, "block_count": total} for i in range(count)]
+            rows.append([{**row, "index": i, **running[i]} for i in range(count)])
+            done += count
+        return rows
 
     def call_block(
         self,

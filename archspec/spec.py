@@ -454,6 +454,22 @@ class BlockItem(ItemBase, RepeatFields):
         description="per-stage settings, one mapping per row: its values are names in "
         "'block', 'repeat', 'args' and 'first'; each row gives 'repeat' blocks (default 1)",
     )
+    numbering: Literal["across", "nested"] = Field(
+        default="across",
+        description="with 'table': number the blocks across the rows (blocks.0 ... blocks.5), "
+        "or 'nested': each row is its own stage, numbered like an item of the enclosing "
+        "scope, its blocks numbered inside it (torchvision's EfficientNet: features.2.1)",
+    )
+
+    @field_validator("numbering")
+    @classmethod
+    def _numbering(cls, value: str, info: ValidationInfo) -> str:
+        if value == "nested" and info.data.get("table") is None and "table" in info.data:
+            raise ValueError(
+                "'numbering: nested' makes each row of a 'table' its own stage; this item "
+                "has no 'table' (a repeated block item is one stage already)"
+            )
+        return value
 
 
 class ScopeItem(ItemBase, RepeatFields):
@@ -464,7 +480,8 @@ class ScopeItem(ItemBase, RepeatFields):
         default="position",
         description="how anonymous items are named: by list position, or 'flat' "
         "(torchvision's features.0 ... features.18): counting only present items, an "
-        "anonymous repeated or table block item numbering its blocks in this scope",
+        "anonymous repeated or table block item numbering its blocks (a nested table: "
+        "its rows) in this scope",
     )
 
 

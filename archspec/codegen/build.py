@@ -489,7 +489,9 @@ class ClassWalker:
         body: list[Step],
     ) -> Value:
         """An anonymous repeated (or table) block item in a flat scope: its blocks are the
-        scope's next entries (`features.1` ... `features.17`), one stage step."""
+        scope's next entries (`features.1` ... `features.17`), one stage step; or, nested,
+        its rows are (`features.1` ... `features.7`), a stage step each."""
+        kind = "repeat" if item.numbering == "nested" else "block"  # rows, or blocks
         kids: dict[int, list[str]] = {}
         for i in live:
             frame = frames[i]
@@ -498,7 +500,7 @@ class ClassWalker:
             first = self.pb.scopes.get(f"{frame.prefix}{start}")
             while first is not None:
                 scope = self.pb.scopes.get(f"{frame.prefix}{start + len(found)}")
-                if scope is None or scope.kind != "block" or scope.source != first.source:
+                if scope is None or scope.kind != kind or scope.source != first.source:
                     break
                 found.append(scope.path)
             kids[i] = found
@@ -514,9 +516,10 @@ class ClassWalker:
         try:
             if len(present) != len(live):
                 raise PlanError(f"'{local}' in {self.name} exists in some instances only")
-            return self.block_item(
-                item, local, path, sub, present, source, body, None, {i: kids[i] for i in present}
-            )
+            if kind == "repeat":
+                return self.rows(item, local, kids, sub, present, source, body)
+            found = {i: kids[i] for i in present}
+            return self.block_item(item, local, path, sub, present, source, body, None, found, True)
         except PlanError as exc:
             raise locate(self.graph, self.pb.spec, path, exc) from None
 
@@ -690,12 +693,28 @@ class ClassWalker:
         body: list[Step],
         cond: str | None,
         kids: dict[int, list[str]] | None = None,
+        flat: bool = False,
+        what: str | None = None,
     ) -> Value:
+        """A block call, or a stage of them (a repeat, a table's blocks or one of its
+        nested rows): `kids` are the stage's blocks per instance when not the scope at
+        `path`'s children; `flat` when they are the enclosing scope's entries. `what`
+        names the stage in per-instance argument names (default: its key)."""
         out = Value(local)
         if kids is None and item.repeat is None and item.table is None:
             call = self.block_call(item, local, sub, present, source.chan, first=False)
             body.append(BlockStep(local, path, source, out, cond, call))
             out.chan = self.call_channels(call, source.chan)
+            return out
+        if kids is None and item.numbering == "nested":  # a group of row stages
+            rows = {i: self.pb.children(sub[i].prefix) for i in present}  # type: ignore[union-attr]
+            inner: list[Step] = []
+            last = self.rows(item, local, rows, sub, present, source, inner)
+            chain = is_chain(inner, source, last)
+            if cond is not None and not chain:
+                raise PlanError(f"conditional stages '{local}' in {self.name} must be a chain")
+            out.chan = last.chan
+            body.append(GroupStep(local, path, source, out, last, cond, inner, chain))
             return out
         children = (
             [kids[i] for i in present]
@@ -713,13 +732,44 @@ class ClassWalker:
             frames: list[Frame | None] = [None] * self.n
             for i, ch in zip(present, children, strict=True):
                 frames[i] = Frame(ch[j], sub[i].env)  # type: ignore[union-attr]
-            call = self.block_call(item, local, frames, present, chan, first=j == 0)
+            call = self.block_call(item, what or local, frames, present, chan, first=j == 0)
             entries.append((child.rsplit(".", 1)[-1], call))
             chan = self.call_channels(call, chan)
         out.chan = chan
-        step = BlockStep(local, path, source, out, cond, None, tuple(entries), kids is not None)
+        step = BlockStep(local, path, source, out, cond, None, tuple(entries), flat)
         body.append(step)
         return out
+
+    def rows(
+        self,
+        item: BlockItem,
+        local: str,
+        rows: dict[int, list[str]],
+        sub: list[Frame | None],
+        present: list[int],
+        source: Value,
+        body: list[Step],
+    ) -> Value:
+        """A nested table's rows (`numbering: nested`), one stage step each, in order:
+        `rows` are each instance's row stages (`features.1` ... or `stages.0` ...)."""
+        first = rows[present[0]]
+        if any(len(rows[i]) != len(first) for i in present):
+            raise PlanError(f"'{local}' in {self.name} has a different row count per instance")
+        current = source
+        for j, path in enumerate(first):
+            key = path.rsplit(".", 1)[-1]
+            if any(rows[i][j].rsplit(".", 1)[-1] != key for i in present):
+                raise PlanError(
+                    f"row {j} of '{local}' in {self.name} is numbered differently per instance"
+                )
+            frames: list[Frame | None] = [None] * self.n
+            for i in present:
+                frames[i] = Frame(rows[i][j], sub[i].env)  # type: ignore[union-attr]
+            kids = {i: self.pb.children(rows[i][j]) for i in present}
+            current = self.block_item(
+                item, key, path, frames, present, current, body, None, kids, what=f"{local}_{key}"
+            )
+        return current
 
     def call_channels(self, call: BlockCall, in_chan: Expr | None) -> Expr | None:
         """A block call's output channels in this class's names: the block's own output

@@ -227,7 +227,7 @@ class EfficientnetB0(keras.Model):
             epsilon=1e-05, momentum=0.9, name="features_0_1"
         )
         self.features_0_2 = layers.Activation("silu", name="features_0_2")
-        self.features_1_0 = [
+        self.features_1 = [
             MBConv(
                 32,
                 out_channels=16,
@@ -238,7 +238,7 @@ class EfficientnetB0(keras.Model):
                 name="features_1_0",
             ),
         ]
-        self.features_2_0 = [
+        self.features_2 = [
             MBConv(
                 16,
                 out_channels=24,
@@ -258,7 +258,7 @@ class EfficientnetB0(keras.Model):
                 name="features_2_1",
             ),
         ]
-        self.features_3_0 = [
+        self.features_3 = [
             MBConv(
                 24,
                 out_channels=40,
@@ -278,7 +278,7 @@ class EfficientnetB0(keras.Model):
                 name="features_3_1",
             ),
         ]
-        self.features_4_0 = [
+        self.features_4 = [
             MBConv(
                 40,
                 out_channels=80,
@@ -307,7 +307,7 @@ class EfficientnetB0(keras.Model):
                 name="features_4_2",
             ),
         ]
-        self.features_5_0 = [
+        self.features_5 = [
             MBConv(
                 80,
                 out_channels=112,
@@ -336,7 +336,7 @@ class EfficientnetB0(keras.Model):
                 name="features_5_2",
             ),
         ]
-        self.features_6_0 = [
+        self.features_6 = [
             MBConv(
                 112,
                 out_channels=192,
@@ -374,7 +374,7 @@ class EfficientnetB0(keras.Model):
                 name="features_6_3",
             ),
         ]
-        self.features_7_0 = [
+        self.features_7 = [
             MBConv(
                 192,
                 out_channels=320,
@@ -411,19 +411,19 @@ class EfficientnetB0(keras.Model):
         x = self.features_0_0(x)
         x = self.features_0_1(x)
         x = self.features_0_2(x)
-        for block in self.features_1_0:
+        for block in self.features_1:
             x = block(x)
-        for block_1 in self.features_2_0:
+        for block_1 in self.features_2:
             x = block_1(x)
-        for block_2 in self.features_3_0:
+        for block_2 in self.features_3:
             x = block_2(x)
-        for block_3 in self.features_4_0:
+        for block_3 in self.features_4:
             x = block_3(x)
-        for block_4 in self.features_5_0:
+        for block_4 in self.features_5:
             x = block_4(x)
-        for block_5 in self.features_6_0:
+        for block_5 in self.features_6:
             x = block_5(x)
-        for block_6 in self.features_7_0:
+        for block_6 in self.features_7:
             x = block_6(x)
         x = self.features_8_0(x)
         x = self.features_8_1(x)

@@ -114,7 +114,10 @@ def test_backend_matches_torch(name: str, backend: str, which: int, tmp_path: Pa
     assert report.passed, explain(report)
     assert report.probes or not graph.scopes  # block boundaries were compared
     if isinstance(other, KeptKerasRunner):
-        assert_keras_model_facts(other.model, graph, weights, tmp_path, save=which == 0)
+        # `.keras` save/load at the even size; the heavy specs' block types are the lighter
+        # ResNets' and DenseNets', whose round trip proves their serialization.
+        save = which == 0 and name not in HEAVY
+        assert_keras_model_facts(other.model, graph, weights, tmp_path, save=save)
 
 
 @pytest.mark.parametrize("backend", ["keras", "keras_subclass"])

@@ -225,3 +225,30 @@ def test_onnx_planted_bugs_are_named_exactly() -> None:
         (report,) = run_parity(spec, graph, [OnnxRunner(), onnx_plant(edit)], per_op=True)
         div = report.first_divergence
         assert div is not None and div.node == node and div.unobserved == ()
+
+
+def test_cli_in_a_fresh_process_runs_every_framework(tmp_path: Path) -> None:
+    """`archspec parity` and `archspec port` as a user runs them: one new process that
+    imports TensorFlow (checking its runners) before torch builds a model. The test
+    process cannot show an import-order crash (conftest loads triton first; torch loading
+    triton after TensorFlow is a segfault, as building on torch's meta device did)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    exe = str(Path(sys.executable).with_name("archspec"))
+    backends = "torch64,torch,keras,keras_subclass,onnx"
+    parity = [exe, "parity", "resnet18", "--backends", backends, "--input-size", "32", "32"]
+    result = subprocess.run(parity, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("result: PASS") == 4, result.stdout
+
+    graph = lower(load("rcnn"))
+    state = {k: torch.from_numpy(np.array(v)) for k, v in WeightSet.random(graph, 3).items()}
+    torch.save(state, tmp_path / "rcnn.pt")
+    port = [exe, "port", str(tmp_path / "rcnn.pt"), "--spec", "rcnn", "--from", "torch",
+            "--to", "keras", "-o", str(tmp_path / "out")]  # fmt: skip
+    result = subprocess.run(port, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "result: PASS" in result.stdout

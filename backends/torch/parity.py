@@ -56,14 +56,15 @@ class TorchRunner:
 
     def build(self, request: RunRequest) -> Any:
         from archspec_torch.emitter import emit_source
-        from archspec_torch.weights import build_loaded
+        from archspec_torch.weights import load_into
 
         source = emit_source(request.spec, request.graph)
         if self.transform is not None:
             source = self.transform(source)
         artifact = Artifact(f"{request.graph.name}.py", source.encode())
         module = import_artifact(artifact, f"archspec_parity_{request.graph.name}_{id(self)}", None)
-        return build_loaded(getattr(module, request.graph.name), request.weights, request.graph)
+        model = getattr(module, request.graph.name)()
+        return load_into(model, request.weights, request.graph)
 
     def run(self, request: RunRequest) -> RunResult:
         from archspec_torch.weights import from_module

@@ -8,8 +8,7 @@ canonical meaning: it is dropped on the way in and set to zero on the way out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from itertools import chain
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -54,17 +53,4 @@ def from_module(model: nn.Module, graph: Graph) -> WeightSet:
 def load_into(model: nn.Module, weights: WeightSet, graph: Graph) -> nn.Module:
     """Copy `weights` into `model` (strict: every key must match); returns the model."""
     model.load_state_dict(to_state_dict(weights, graph), strict=True)
-    return model
-
-
-def build_loaded(factory: Callable[[], nn.Module], weights: WeightSet, graph: Graph) -> nn.Module:
-    """`factory()` holding `weights`, its initializers never run: built on the meta device,
-    then the weights assigned (strict). Random init of a ResNet-152 costs more than its
-    forward pass at parity's input sizes, and every value it draws is overwritten. A module
-    that makes tensors its state_dict does not hold is built normally instead."""
-    with torch.device("meta"):
-        model = factory()
-    model.load_state_dict(to_state_dict(weights, graph), strict=True, assign=True)
-    if any(t.is_meta for t in chain(model.parameters(), model.buffers())):
-        return load_into(factory(), weights, graph)
     return model

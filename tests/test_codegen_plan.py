@@ -207,6 +207,56 @@ def test_a_parameter_read_only_as_a_rate_of_a_block_is_exposed(tmp_path: Path) -
     assert rates["a.gated"] == 0.2 and rates["a.halved"] == 0.15
 
 
+def test_a_rate_from_a_table_column_folds_and_a_half_literal_parameter_is_not_exposed(
+    tmp_path: Path,
+) -> None:
+    """A table's list column indexed per call folds to a number (`p * 3.0 / 8`); `q`, read
+    by an op field that stays literal (an unrolled repeat's `index` is no symbol) as well
+    as by a symbolic one, is not exposed: every read must follow the factory's value."""
+    spec_file = tmp_path / "folded.yaml"
+    spec_file.write_text(
+        json.dumps(
+            {
+                "params": {"p": 0.5, "q": 0.25},
+                "inputs": {"image": [3, 8, 8]},
+                "blocks": {
+                    "Unit": {
+                        "params": {"out_channels": "int", "rate": "float"},
+                        "body": [
+                            {"conv": {"op": "conv", "out": "$out_channels", "kernel": 1}},
+                            {"drop": {"op": "dropout", "rate": "$rate"}},
+                        ],
+                    }
+                },
+                "body": [
+                    {
+                        "stages": {
+                            "block": "Unit",
+                            "table": [{"c": 4, "w": [1.0, 2.0]}, {"c": 8, "w": [3.0, 4.0]}],
+                            "repeat": 2,
+                            "args": {"out_channels": "$c", "rate": "${p * w[index] / 8}"},
+                        }
+                    },
+                    {"drop": {"op": "dropout", "rate": "$q"}},
+                    {"drops": {"repeat": 2, "body": [{"op": "dropout", "rate": "${q * index}"}]}},
+                ],
+            }
+        )
+    )
+    plan = plan_of(spec_file)
+    assert list(plan.exposed) == ["p"]
+    stage = next(s for s in plan.model.body if s.key == "stages")
+    assert isinstance(stage, BlockStep) and stage.stage is not None
+    assert [dict(call.args)["rate"].src for _, call in stage.stage] == [
+        "p * 1.0 / 8",
+        "p * 2.0 / 8",
+        "p * 3.0 / 8",
+        "p * 4.0 / 8",
+    ]
+    drop = next(s for s in plan.model.body if s.key == "drop")
+    assert isinstance(drop, OpStep) and drop.args["rate"] == "0.25"
+
+
 @pytest.mark.parametrize("name", zoo_names())
 def test_factory_parameters_take_effect(name: str) -> None:
     """Each exposed parameter, passed another value, gives the model the IR lowered with

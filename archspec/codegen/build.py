@@ -255,6 +255,7 @@ class PlanBuilder:
             for i in range(1, len(parts)):
                 self.within.setdefault(".".join(parts[:i]), []).append(node)
         self.kids: dict[str, list[str]] = {}
+        self.pinned: set[str] = set()  # the model's, see ClassWalker.pinned
         for path in self.scopes:
             if "." in path:
                 self.kids.setdefault(path.rsplit(".", 1)[0], []).append(path)
@@ -346,6 +347,7 @@ class PlanBuilder:
         body: list[Step] = []
         out = walker.walk(spec.body.value, [Frame("", env)], table, inputs[0], body)
         outputs = [table.lookup(o) or out for o in spec.outputs.value] if spec.outputs else [out]
+        self.pinned = walker.pinned
         decl = [Param(p, py, spec.params[p].value.type, params[p]) for p, py in exposed.items()]
         doc = graph.description
         return ClassPlan(name, doc, decl, [], walker.extras(), {"": 0}, inputs, body, outputs, True)
@@ -371,6 +373,9 @@ class ClassWalker:
         self.extra: dict[str, list[Any]] = {}  # per-instance constructor arguments (fallback)
         self.extra_types: dict[str, str] = {}
         self.params = Namespace(pb.reserved | set(symbols.values()))
+        # Symbols some field or argument reads but could not keep symbolic (the model's
+        # parameters a factory then cannot take).
+        self.pinned: set[str] = set()
 
     def extras(self) -> list[ExtraParam]:
         return [ExtraParam(k, self.extra_types[k], v) for k, v in self.extra.items()]
@@ -393,6 +398,17 @@ class ClassWalker:
             return None
         return expr if free_names(expr) <= set(self.symbols) else None
 
+    def pin(self, raw: Any, arg: Arg) -> None:
+        """Record the symbols `raw` reads when its `arg` is not an expression of them."""
+        found = expression_text(raw)
+        if found is None:
+            return
+        try:
+            reads = free_names(parse(found[0])) & set(self.symbols)
+        except ExprError:
+            return
+        self.pinned |= reads - (free_names(arg.expr) if arg.expr is not None else set())
+
     def call_sym(self, raw: Any, envs: list[dict[str, Any]]) -> Expr | None:
         """A block call's argument in the class's names, its other names (those a repeat
         or table binds for the call, a parameter the model does not take) replaced by
@@ -413,9 +429,18 @@ class ClassWalker:
                 continue
             seen = [env.get(name, VARIES) for env in envs]
             value = seen[0]
-            if not isinstance(value, int | float) or any(not same_value(v, value) for v in seen):
+            if any(not same_value(v, value) for v in seen):
                 return None
-            values[name] = Num(value)
+            if isinstance(value, int | float):
+                values[name] = Num(value)
+            elif isinstance(value, str):
+                values[name] = Str(value)
+            elif isinstance(value, list) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value
+            ):
+                values[name] = ListLit(tuple(Num(v) for v in value))
+            else:
+                return None
         out = substitute(expr, values)
         return fold(out) if out is not None and free_names(out) else None
 
@@ -636,6 +661,7 @@ class ClassWalker:
             values = [getattr(n.op, ifield) for n in nodes]
             key = f"{local}_{ifield}"
             fields[ifield] = self.arg(key, self.sym(raw), values, frames, ifield, present)
+            self.pin(raw, fields[ifield])
         for ifield in type(op).model_fields:
             if ifield not in fields and ifield not in NOT_ARGS:
                 chan = sources[0].chan if ifield == CHANNEL_FIELD.get(op.kind) else None
@@ -881,6 +907,7 @@ class ClassWalker:
                     raw, [{**f.env, **dict(s.bound)} for f, s in zip(frames, scopes, strict=True)]
                 )
             a = self.arg(f"{local}_{pname}", sym, values, frames, pname, present)
+            self.pin(raw, a)
             if (
                 a.value is not VARIES
                 and param.default is not REQUIRED
@@ -1131,7 +1158,8 @@ def build_plan(
             cls.name: {p.py for p in cls.params if p.name in free.get(b, set())}
             for b, cls in builder.classes.items()
         }
-        keep = exposable(trial, [p for p in open_params if p not in structural], free_py)
+        allowed = [p for p in open_params if p not in structural and p not in builder.pinned]
+        keep = exposable(trial, allowed, free_py)
         exposed = {p: open_params[p] for p in keep}
     model = builder.model_class(name, exposed)
     return ModulePlan(graph.name, graph, builder.classes, model, dict(exposed))

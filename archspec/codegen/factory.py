@@ -4,13 +4,14 @@ A parameter is exposed when changing it changes no structure, so the same source
 every value. It is a scalar (int, float, bool), never read by a condition, a repeat
 count, a table row, a block name, an input shape or `defaults:`, and read only
 
-- by the model's own op fields, each of which the plan keeps symbolic, and whose effect
-  on shapes reaches later steps only through symbolic channel arguments
+- by the model's own op fields, each of which the plan keeps symbolic (one read left a
+  literal pins the parameter: build.ClassWalker.pinned), and whose effect on shapes
+  reaches later steps only through symbolic channel arguments
   (`nn.Linear(hidden_units, num_classes)`), never a literal, a block, a loop or a flatten
   of a changed spatial size; or
 - by block-call arguments (`args:`, `first:`) of the model's own block items, each for a
   *free* parameter of the block, which the plan passes as an expression of it with the
-  call's constants folded in (`sd_prob=stochastic_depth_prob * 3 / 16`).
+  call's constants folded in (`sd_prob=stochastic_depth_prob * 3 / 16`), never a literal.
 
 A block's parameter is free when it is a float read only by op fields that change no
 shape, type or member (FREE_FIELDS: a dropout or stochastic-depth rate) or as the

@@ -360,6 +360,9 @@ class ScopeInfo:
     block_type: str | None = None
     args: tuple[tuple[str, object], ...] = ()
     source: SourceRef | None = None  # the item that made it
+    # A block call of a repeat or table: the names it bound for this call (`index`, the
+    # row's values, `block_index`, `block_count`), as its arguments were evaluated.
+    bound: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True)

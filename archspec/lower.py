@@ -817,6 +817,7 @@ class Lowerer:
                 block_type=block_name,
                 args=tuple(sorted(values.items())),
                 source=SourceRef(ctx.source.file, path),
+                bound=tuple(sorted(extra.items())),
             )
         )
         names = Names[str](values={"input": source_node})

@@ -117,7 +117,10 @@ def test_densenet_stage_arguments_follow_the_graph() -> None:
         ("densenet121_cifar", ["num_classes"]),  # growth_rate is also a block argument
         ("resnet50_v1", ["num_classes"]),  # hidden_head/softmax are conditions; the head is absent
         ("resnet50_dropout_head", ["head_dropout", "hidden_units", "num_classes"]),
-        ("rcnn", ["num_classes"]),  # dropout, steps and filters are block arguments
+        # steps and filters are block arguments that shape the block; dropout is only
+        # the blocks' dropout rate
+        ("rcnn", ["dropout", "num_classes"]),
+        ("efficientnet_b0", ["dropout", "num_classes", "stochastic_depth_prob"]),
     ],
 )
 def test_factory_parameters_follow_the_rule(name: str, exposed: list[str]) -> None:
@@ -146,6 +149,112 @@ def test_a_parameter_sizing_a_flatten_is_not_exposed(tmp_path: Path) -> None:
     assert list(plan.exposed) == ["classes", "width"]
     fc = next(s for s in plan.model.body if s.key == "fc")
     assert isinstance(fc, OpStep) and fc.args["in_features"] == "width * 16"
+
+
+FREE = {
+    "params": {"width": 8, "p": 0.1, "q": 0.2, "r": 0.3, "s": 0.4, "classes": 3},
+    "inputs": {"image": [3, 8, 8]},
+    "blocks": {
+        "Unit": {
+            "params": {"out_channels": "int", "rate": "float", "gate": 0.0, "scaled": 0.0},
+            "let": {"half": "${scaled / 2}"},
+            "body": [
+                {"conv": {"op": "conv", "out": "$out_channels", "kernel": 1}},
+                {"drop": {"op": "dropout", "rate": "$rate"}},
+                {"gated": {"op": "dropout", "rate": "$gate", "when": "${gate > 0}"}},
+                {"halved": {"op": "dropout", "rate": "$half"}},
+            ],
+        },
+        "Outer": {
+            "params": {"rate": "float"},
+            "body": [{"block": "Unit", "args": {"out_channels": 4, "rate": "$rate"}}],
+        },
+    },
+    "body": [
+        {
+            "a": {
+                "block": "Unit",
+                "args": {"out_channels": "$width", "rate": "$p", "gate": "$q", "scaled": "$r"},
+            }
+        },
+        {"b": {"block": "Outer", "args": {"rate": "${s * 2}"}}},
+        {"pool": {"op": "global_avg_pool"}},
+        {"fc": {"op": "linear", "out": "$classes"}},
+    ],
+}
+
+
+def test_a_parameter_read_only_as_a_rate_of_a_block_is_exposed(tmp_path: Path) -> None:
+    """`p` is only Unit's dropout rate and `s` only Outer's, passed on to Unit's: both are
+    exposed and passed as expressions. `width` is Unit's channel count, `q` is read by a
+    condition and `r` by a `let:` value: none is exposed, each stays a literal."""
+    spec_file = tmp_path / "free.yaml"
+    spec_file.write_text(json.dumps(FREE))
+    plan = plan_of(spec_file)
+    assert list(plan.exposed) == ["classes", "p", "s"]
+    calls = {s.key: dict(s.call.args) for s in plan.model.body if isinstance(s, BlockStep)}
+    assert {k: a.src for k, a in calls["a"].items() if k} == {
+        "out_channels": "8",
+        "rate": "p",
+        "gate": "0.2",
+        "scaled": "0.3",
+    }
+    assert calls["b"]["rate"].src == "s * 2"
+    module, graph = generate_module(spec_file, directory=tmp_path)
+    model = getattr(module, graph.name)(p=0.25, s=0.125)
+    rates = {n: m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates["a.drop"] == 0.25 and rates["b.0.drop"] == 0.25
+    assert rates["a.gated"] == 0.2 and rates["a.halved"] == 0.15
+
+
+def test_a_rate_from_a_table_column_folds_and_a_half_literal_parameter_is_not_exposed(
+    tmp_path: Path,
+) -> None:
+    """A table's list column indexed per call folds to a number (`p * 3.0 / 8`); `q`, read
+    by an op field that stays literal (an unrolled repeat's `index` is no symbol) as well
+    as by a symbolic one, is not exposed: every read must follow the factory's value."""
+    spec_file = tmp_path / "folded.yaml"
+    spec_file.write_text(
+        json.dumps(
+            {
+                "params": {"p": 0.5, "q": 0.25},
+                "inputs": {"image": [3, 8, 8]},
+                "blocks": {
+                    "Unit": {
+                        "params": {"out_channels": "int", "rate": "float"},
+                        "body": [
+                            {"conv": {"op": "conv", "out": "$out_channels", "kernel": 1}},
+                            {"drop": {"op": "dropout", "rate": "$rate"}},
+                        ],
+                    }
+                },
+                "body": [
+                    {
+                        "stages": {
+                            "block": "Unit",
+                            "table": [{"c": 4, "w": [1.0, 2.0]}, {"c": 8, "w": [3.0, 4.0]}],
+                            "repeat": 2,
+                            "args": {"out_channels": "$c", "rate": "${p * w[index] / 8}"},
+                        }
+                    },
+                    {"drop": {"op": "dropout", "rate": "$q"}},
+                    {"drops": {"repeat": 2, "body": [{"op": "dropout", "rate": "${q * index}"}]}},
+                ],
+            }
+        )
+    )
+    plan = plan_of(spec_file)
+    assert list(plan.exposed) == ["p"]
+    stage = next(s for s in plan.model.body if s.key == "stages")
+    assert isinstance(stage, BlockStep) and stage.stage is not None
+    assert [dict(call.args)["rate"].src for _, call in stage.stage] == [
+        "p * 1.0 / 8",
+        "p * 2.0 / 8",
+        "p * 3.0 / 8",
+        "p * 4.0 / 8",
+    ]
+    drop = next(s for s in plan.model.body if s.key == "drop")
+    assert isinstance(drop, OpStep) and drop.args["rate"] == "0.25"
 
 
 @pytest.mark.parametrize("name", zoo_names())

@@ -121,7 +121,10 @@ def test_torch_builds_a_sequential_per_row_with_the_ir_keys(rows: Path, tmp_path
 
     spec = load(rows)
     source = torch_source(spec, lower(spec))
-    assert "nn.Sequential(Unit(8, out_channels=8))," in source  # features.1: one block
+    # features.1: one block; the running rate an expression of the factory's `p`
+    assert "nn.Sequential(Unit(8, out_channels=8, rate=p * 0 / 6))," in source
+    assert "Unit(16, out_channels=24, rate=p * 3 / 6)," in source
+    assert "def rows_net(p: float = 0.5) -> RowsNet:" in source
     assert "self.stages = nn.Sequential(\n            nn.Sequential(\n" in source
     assert "            nn.Sequential(Unit(24, out_channels=32, rate=0.23)),\n        )" in source
     module, graph = generate_module(rows, directory=tmp_path)

@@ -95,3 +95,73 @@ def test_training_outputs_equal_torchvision_under_the_same_seed(models: tuple[An
         torch.manual_seed(3)
         got = ours(x)
     assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
+
+
+def torchvision_rates(**kwargs: Any) -> dict[str, float]:
+    """torchvision's stochastic depth rate per block (stochastic_depth_prob * block_id /
+    total_blocks), where its block adds the input (elsewhere it has no effect)."""
+    import torchvision
+    from torchvision.models.efficientnet import MBConv as TorchvisionMBConv
+
+    model = torchvision.models.efficientnet_b0(weights=None, **kwargs)
+    blocks = {n: m for n, m in model.named_modules() if isinstance(m, TorchvisionMBConv)}
+    assert len(blocks) == 16
+    return {n: b.stochastic_depth.p for n, b in blocks.items() if b.use_res_connect}
+
+
+@pytest.mark.parametrize("prob", [None, 0.4])
+def test_factory_takes_stochastic_depth_prob_as_torchvision(prob: float | None) -> None:
+    """The factory takes stochastic_depth_prob (default 0.2): the same keys as torchvision's
+    and, by default or with another value, exactly its rate on every block."""
+    import inspect
+
+    import torchvision
+
+    module, _ = generate_module("efficientnet_b0", input_size=SIZE)
+    factory = module.efficientnet_b0
+    assert inspect.signature(factory).parameters["stochastic_depth_prob"].default == 0.2
+    kwargs = {} if prob is None else {"stochastic_depth_prob": prob}
+    ours = factory(**kwargs)
+    theirs = torchvision.models.efficientnet_b0(weights=None, **kwargs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    want = torchvision_rates(**kwargs)
+    got = {
+        n.removesuffix(".stochastic_depth"): m.p
+        for n, m in ours.named_modules()
+        if type(m).__name__ == "StochasticDepth"
+    }
+    assert len(got) == 9 and got == want  # exactly equal floats
+    assert got["features.6.3"] == (prob or 0.2) * 14 / 16
+
+
+@pytest.mark.parametrize("style", ["functional", "subclass"])
+def test_keras_factory_takes_stochastic_depth_prob(style: str, tmp_path: Any) -> None:
+    """Both Keras styles take stochastic_depth_prob: each stochastic-depth layer's rate is
+    torchvision's, by default and with 0.4; the subclass model's config carries it through
+    a `.keras` round trip."""
+    import keras
+    from archspec_keras import generate_module as keras_module
+    from archspec_keras.weights import walk_layers
+
+    module, _ = keras_module("efficientnet_b0", input_size=SIZE, style=style, directory=tmp_path)
+
+    def rates(model: Any) -> dict[str, float]:
+        return {
+            layer.name.removesuffix("_stochastic_depth"): layer.rate
+            for layer in walk_layers(model)
+            if layer.name.endswith("_stochastic_depth")
+        }
+
+    def renamed(torch_rates: dict[str, float]) -> dict[str, float]:
+        return {n.replace(".", "_"): p for n, p in torch_rates.items()}
+
+    shape = (*SIZE, 3)
+    assert rates(module.efficientnet_b0(input_shape=shape)) == renamed(torchvision_rates())
+    model = module.efficientnet_b0(stochastic_depth_prob=0.4, input_shape=shape)
+    want = renamed(torchvision_rates(stochastic_depth_prob=0.4))
+    assert len(want) == 9 and rates(model) == want
+    if style == "subclass":
+        assert model.get_config()["stochastic_depth_prob"] == 0.4
+        model.save(tmp_path / "eff.keras")
+        again = keras.saving.load_model(tmp_path / "eff.keras")
+        assert again.get_config() == model.get_config() and rates(again) == want

@@ -12,18 +12,23 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from archspec import ir
 from archspec.errors import SpecError
 from archspec.expr import (
     Binary,
+    Call,
     Expr,
     ExprError,
     IfElse,
+    Index,
+    ListLit,
     Name,
     Num,
+    Str,
+    Unary,
     depth,
     evaluate,
     expression_text,
@@ -37,7 +42,7 @@ from archspec.lower import Names, field_default
 from archspec.registry import Located, ResolvedSpec
 from archspec.spec import OP_MODELS, BlockItem, ScopeItem
 
-from .factory import candidates, exposable, structural_names
+from .factory import candidates, exposable, free_params, structural_names
 from .layout import Namespace, class_name, literal, pair_src
 from .plan import (
     REQUIRED,
@@ -90,6 +95,27 @@ def normalize(fname: str, value: Any) -> Any:
     if fname in PAIR_FIELDS:
         return tuple(value) if isinstance(value, list | tuple) else (value, value)
     return tuple(value) if isinstance(value, list) else value
+
+
+def fold(node: Expr) -> Expr:
+    """`node` with every part that reads no name replaced by its value (a negative one
+    as a negation, which prints right in any context)."""
+    if not free_names(node):
+        try:
+            value = evaluate(node, {})
+        except ExprError:
+            return node
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return node
+        return Unary("-", Num(-value)) if value < 0 else Num(value)
+    changes: dict[str, Any] = {}
+    for f in fields(node):
+        value = getattr(node, f.name)
+        if isinstance(value, tuple):
+            changes[f.name] = tuple(fold(v) for v in value)
+        elif isinstance(value, Num | Str | Name | Unary | Binary | IfElse | Call | Index | ListLit):
+            changes[f.name] = fold(value)
+    return replace(node, **changes) if changes else node
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -229,6 +255,7 @@ class PlanBuilder:
             for i in range(1, len(parts)):
                 self.within.setdefault(".".join(parts[:i]), []).append(node)
         self.kids: dict[str, list[str]] = {}
+        self.pinned: set[str] = set()  # the model's, see ClassWalker.pinned
         for path in self.scopes:
             if "." in path:
                 self.kids.setdefault(path.rsplit(".", 1)[0], []).append(path)
@@ -320,6 +347,7 @@ class PlanBuilder:
         body: list[Step] = []
         out = walker.walk(spec.body.value, [Frame("", env)], table, inputs[0], body)
         outputs = [table.lookup(o) or out for o in spec.outputs.value] if spec.outputs else [out]
+        self.pinned = walker.pinned
         decl = [Param(p, py, spec.params[p].value.type, params[p]) for p, py in exposed.items()]
         doc = graph.description
         return ClassPlan(name, doc, decl, [], walker.extras(), {"": 0}, inputs, body, outputs, True)
@@ -345,6 +373,9 @@ class ClassWalker:
         self.extra: dict[str, list[Any]] = {}  # per-instance constructor arguments (fallback)
         self.extra_types: dict[str, str] = {}
         self.params = Namespace(pb.reserved | set(symbols.values()))
+        # Symbols some field or argument reads but could not keep symbolic (the model's
+        # parameters a factory then cannot take).
+        self.pinned: set[str] = set()
 
     def extras(self) -> list[ExtraParam]:
         return [ExtraParam(k, self.extra_types[k], v) for k, v in self.extra.items()]
@@ -366,6 +397,52 @@ class ClassWalker:
         except ExprError:
             return None
         return expr if free_names(expr) <= set(self.symbols) else None
+
+    def pin(self, raw: Any, arg: Arg) -> None:
+        """Record the symbols `raw` reads when its `arg` is not an expression of them."""
+        found = expression_text(raw)
+        if found is None:
+            return
+        try:
+            reads = free_names(parse(found[0])) & set(self.symbols)
+        except ExprError:
+            return
+        self.pinned |= reads - (free_names(arg.expr) if arg.expr is not None else set())
+
+    def call_sym(self, raw: Any, envs: list[dict[str, Any]]) -> Expr | None:
+        """A block call's argument in the class's names, its other names (those a repeat
+        or table binds for the call, a parameter the model does not take) replaced by
+        their values, which every instance must agree on, and constant parts folded:
+        `stochastic_depth_prob * block_index / block_count` in the 4th block of 16 is
+        `stochastic_depth_prob * 3 / 16`, which Python evaluates to the same float."""
+        found = expression_text(raw)
+        if found is None:
+            return None
+        try:
+            expr = parse(found[0])
+        except ExprError:
+            return None
+        values: dict[str, Expr] = {}
+        for name in free_names(expr):
+            if name in self.symbols:
+                values[name] = Name(name)
+                continue
+            seen = [env.get(name, VARIES) for env in envs]
+            value = seen[0]
+            if any(not same_value(v, value) for v in seen):
+                return None
+            if isinstance(value, int | float):
+                values[name] = Num(value)
+            elif isinstance(value, str):
+                values[name] = Str(value)
+            elif isinstance(value, list) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value
+            ):
+                values[name] = ListLit(tuple(Num(v) for v in value))
+            else:
+                return None
+        out = substitute(expr, values)
+        return fold(out) if out is not None and free_names(out) else None
 
     @staticmethod
     def holds(expr: Expr, values: list[Any], envs: list[dict[str, Any]], fname: str) -> bool:
@@ -584,6 +661,7 @@ class ClassWalker:
             values = [getattr(n.op, ifield) for n in nodes]
             key = f"{local}_{ifield}"
             fields[ifield] = self.arg(key, self.sym(raw), values, frames, ifield, present)
+            self.pin(raw, fields[ifield])
         for ifield in type(op).model_fields:
             if ifield not in fields and ifield not in NOT_ARGS:
                 chan = sources[0].chan if ifield == CHANNEL_FIELD.get(op.kind) else None
@@ -823,7 +901,13 @@ class ClassWalker:
             raw = (item.first or {}).get(pname) if first else None
             raw = item.args.get(pname) if raw is None else raw
             values = [dict(s.args)[pname] for s in scopes]
-            a = self.arg(f"{local}_{pname}", self.sym(raw), values, frames, pname, present)
+            sym = self.sym(raw)
+            if sym is None and self.is_model:  # names bound per call: values folded in
+                sym = self.call_sym(
+                    raw, [{**f.env, **dict(s.bound)} for f, s in zip(frames, scopes, strict=True)]
+                )
+            a = self.arg(f"{local}_{pname}", sym, values, frames, pname, present)
+            self.pin(raw, a)
             if (
                 a.value is not VARIES
                 and param.default is not REQUIRED
@@ -1069,7 +1153,13 @@ def build_plan(
         open_params = {p: names.new(p) for p in candidates(spec)}
         structural = structural_names(spec)
         trial = builder.model_class(name, open_params)
-        keep = exposable(trial, [p for p in open_params if p not in structural])
+        free = free_params(spec)
+        free_py = {
+            cls.name: {p.py for p in cls.params if p.name in free.get(b, set())}
+            for b, cls in builder.classes.items()
+        }
+        allowed = [p for p in open_params if p not in structural and p not in builder.pinned]
+        keep = exposable(trial, allowed, free_py)
         exposed = {p: open_params[p] for p in keep}
     model = builder.model_class(name, exposed)
     return ModulePlan(graph.name, graph, builder.classes, model, dict(exposed))

@@ -146,7 +146,9 @@ def mb_conv(inputs, out_channels, kernel, stride, expand_ratio, sd_prob, *, name
     return x
 
 
-def efficientnet_b0(dropout=0.2, num_classes=1000, input_shape=(224, 224, 3)):
+def efficientnet_b0(
+    dropout=0.2, num_classes=1000, stochastic_depth_prob=0.2, input_shape=(224, 224, 3)
+):
     """EfficientNet-B0 with torchvision's structure, state_dict keys and outputs"""
     image = keras.Input(shape=input_shape, name="image")
     # torch-style padding: Keras's 'same' would put the extra pixel bottom/right
@@ -162,13 +164,31 @@ def efficientnet_b0(dropout=0.2, num_classes=1000, input_shape=(224, 224, 3)):
     x = TorchBatchNormalization(epsilon=1e-05, momentum=0.9, name="features_0_1")(x)
     x = layers.Activation("silu", name="features_0_2")(x)
     x = mb_conv(
-        x, out_channels=16, kernel=3, stride=1, expand_ratio=1, sd_prob=0.0, name="features_1_0"
+        x,
+        out_channels=16,
+        kernel=3,
+        stride=1,
+        expand_ratio=1,
+        sd_prob=stochastic_depth_prob * 0 / 16,
+        name="features_1_0",
     )
     x = mb_conv(
-        x, out_channels=24, kernel=3, stride=2, expand_ratio=6, sd_prob=0.0125, name="features_2_0"
+        x,
+        out_channels=24,
+        kernel=3,
+        stride=2,
+        expand_ratio=6,
+        sd_prob=stochastic_depth_prob * 1 / 16,
+        name="features_2_0",
     )
     x = mb_conv(
-        x, out_channels=24, kernel=3, stride=1, expand_ratio=6, sd_prob=0.025, name="features_2_1"
+        x,
+        out_channels=24,
+        kernel=3,
+        stride=1,
+        expand_ratio=6,
+        sd_prob=stochastic_depth_prob * 2 / 16,
+        name="features_2_1",
     )
     x = mb_conv(
         x,
@@ -176,14 +196,26 @@ def efficientnet_b0(dropout=0.2, num_classes=1000, input_shape=(224, 224, 3)):
         kernel=5,
         stride=2,
         expand_ratio=6,
-        sd_prob=0.037500000000000006,
+        sd_prob=stochastic_depth_prob * 3 / 16,
         name="features_3_0",
     )
     x = mb_conv(
-        x, out_channels=40, kernel=5, stride=1, expand_ratio=6, sd_prob=0.05, name="features_3_1"
+        x,
+        out_channels=40,
+        kernel=5,
+        stride=1,
+        expand_ratio=6,
+        sd_prob=stochastic_depth_prob * 4 / 16,
+        name="features_3_1",
     )
     x = mb_conv(
-        x, out_channels=80, kernel=3, stride=2, expand_ratio=6, sd_prob=0.0625, name="features_4_0"
+        x,
+        out_channels=80,
+        kernel=3,
+        stride=2,
+        expand_ratio=6,
+        sd_prob=stochastic_depth_prob * 5 / 16,
+        name="features_4_0",
     )
     x = mb_conv(
         x,
@@ -191,7 +223,7 @@ def efficientnet_b0(dropout=0.2, num_classes=1000, input_shape=(224, 224, 3)):
         kernel=3,
         stride=1,
         expand_ratio=6,
-        sd_prob=0.07500000000000001,
+        sd_prob=stochastic_depth_prob * 6 / 16,
         name="features_4_1",
     )
     x = mb_conv(
@@ -200,20 +232,44 @@ def efficientnet_b0(dropout=0.2, num_classes=1000, input_shape=(224, 224, 3)):
         kernel=3,
         stride=1,
         expand_ratio=6,
-        sd_prob=0.08750000000000001,
+        sd_prob=stochastic_depth_prob * 7 / 16,
         name="features_4_2",
     )
     x = mb_conv(
-        x, out_channels=112, kernel=5, stride=1, expand_ratio=6, sd_prob=0.1, name="features_5_0"
+        x,
+        out_channels=112,
+        kernel=5,
+        stride=1,
+        expand_ratio=6,
+        sd_prob=stochastic_depth_prob * 8 / 16,
+        name="features_5_0",
     )
     x = mb_conv(
-        x, out_channels=112, kernel=5, stride=1, expand_ratio=6, sd_prob=0.1125, name="features_5_1"
+        x,
+        out_channels=112,
+        kernel=5,
+        stride=1,
+        expand_ratio=6,
+        sd_prob=stochastic_depth_prob * 9 / 16,
+        name="features_5_1",
     )
     x = mb_conv(
-        x, out_channels=112, kernel=5, stride=1, expand_ratio=6, sd_prob=0.125, name="features_5_2"
+        x,
+        out_channels=112,
+        kernel=5,
+        stride=1,
+        expand_ratio=6,
+        sd_prob=stochastic_depth_prob * 10 / 16,
+        name="features_5_2",
     )
     x = mb_conv(
-        x, out_channels=192, kernel=5, stride=2, expand_ratio=6, sd_prob=0.1375, name="features_6_0"
+        x,
+        out_channels=192,
+        kernel=5,
+        stride=2,
+        expand_ratio=6,
+        sd_prob=stochastic_depth_prob * 11 / 16,
+        name="features_6_0",
     )
     x = mb_conv(
         x,
@@ -221,11 +277,17 @@ def efficientnet_b0(dropout=0.2, num_classes=1000, input_shape=(224, 224, 3)):
         kernel=5,
         stride=1,
         expand_ratio=6,
-        sd_prob=0.15000000000000002,
+        sd_prob=stochastic_depth_prob * 12 / 16,
         name="features_6_1",
     )
     x = mb_conv(
-        x, out_channels=192, kernel=5, stride=1, expand_ratio=6, sd_prob=0.1625, name="features_6_2"
+        x,
+        out_channels=192,
+        kernel=5,
+        stride=1,
+        expand_ratio=6,
+        sd_prob=stochastic_depth_prob * 13 / 16,
+        name="features_6_2",
     )
     x = mb_conv(
         x,
@@ -233,11 +295,17 @@ def efficientnet_b0(dropout=0.2, num_classes=1000, input_shape=(224, 224, 3)):
         kernel=5,
         stride=1,
         expand_ratio=6,
-        sd_prob=0.17500000000000002,
+        sd_prob=stochastic_depth_prob * 14 / 16,
         name="features_6_3",
     )
     x = mb_conv(
-        x, out_channels=320, kernel=3, stride=1, expand_ratio=6, sd_prob=0.1875, name="features_7_0"
+        x,
+        out_channels=320,
+        kernel=3,
+        stride=1,
+        expand_ratio=6,
+        sd_prob=stochastic_depth_prob * 15 / 16,
+        name="features_7_0",
     )
     x = layers.Conv2D(
         1280,

@@ -67,14 +67,14 @@ def recurrent_conv_block(x, filters, steps=4, dropout=0.1, pool=True, *, name):
     return x
 
 
-def rcnn(num_classes=10, input_shape=(32, 32, 3)):
+def rcnn(dropout=0.1, num_classes=10, input_shape=(32, 32, 3)):
     """Seed 000's recurrent convolutional layer (one conv shared by 4 steps) in a small CIFAR-size
     classifier
     """
     image = keras.Input(shape=input_shape, name="image")
-    x = recurrent_conv_block(image, filters=32, pool=False, name="rcl1")
-    x = recurrent_conv_block(x, filters=64, name="rcl2")
-    x = recurrent_conv_block(x, filters=128, name="rcl3")
+    x = recurrent_conv_block(image, filters=32, dropout=dropout, pool=False, name="rcl1")
+    x = recurrent_conv_block(x, filters=64, dropout=dropout, name="rcl2")
+    x = recurrent_conv_block(x, filters=128, dropout=dropout, name="rcl3")
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)
     x = layers.Dense(num_classes, name="fc")(x)
     return keras.Model(image, x, name="rcnn")

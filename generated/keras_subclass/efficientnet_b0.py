@@ -211,9 +211,13 @@ class MBConv(keras.layers.Layer):
 class EfficientnetB0(keras.Model):
     """EfficientNet-B0 with torchvision's structure, state_dict keys and outputs"""
 
-    def __init__(self, dropout=0.2, num_classes=1000, **kwargs):
+    def __init__(self, dropout=0.2, num_classes=1000, stochastic_depth_prob=0.2, **kwargs):
         super().__init__(**kwargs)
-        self.init_args = {"dropout": dropout, "num_classes": num_classes}
+        self.init_args = {
+            "dropout": dropout,
+            "num_classes": num_classes,
+            "stochastic_depth_prob": stochastic_depth_prob,
+        }
         self.features_0_0_pad = layers.ZeroPadding2D(1, name="features_0_0_pad")
         self.features_0_0 = layers.Conv2D(
             32,
@@ -234,7 +238,7 @@ class EfficientnetB0(keras.Model):
                 kernel=3,
                 stride=1,
                 expand_ratio=1,
-                sd_prob=0.0,
+                sd_prob=stochastic_depth_prob * 0 / 16,
                 name="features_1_0",
             ),
         ]
@@ -245,7 +249,7 @@ class EfficientnetB0(keras.Model):
                 kernel=3,
                 stride=2,
                 expand_ratio=6,
-                sd_prob=0.0125,
+                sd_prob=stochastic_depth_prob * 1 / 16,
                 name="features_2_0",
             ),
             MBConv(
@@ -254,7 +258,7 @@ class EfficientnetB0(keras.Model):
                 kernel=3,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.025,
+                sd_prob=stochastic_depth_prob * 2 / 16,
                 name="features_2_1",
             ),
         ]
@@ -265,7 +269,7 @@ class EfficientnetB0(keras.Model):
                 kernel=5,
                 stride=2,
                 expand_ratio=6,
-                sd_prob=0.037500000000000006,
+                sd_prob=stochastic_depth_prob * 3 / 16,
                 name="features_3_0",
             ),
             MBConv(
@@ -274,7 +278,7 @@ class EfficientnetB0(keras.Model):
                 kernel=5,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.05,
+                sd_prob=stochastic_depth_prob * 4 / 16,
                 name="features_3_1",
             ),
         ]
@@ -285,7 +289,7 @@ class EfficientnetB0(keras.Model):
                 kernel=3,
                 stride=2,
                 expand_ratio=6,
-                sd_prob=0.0625,
+                sd_prob=stochastic_depth_prob * 5 / 16,
                 name="features_4_0",
             ),
             MBConv(
@@ -294,7 +298,7 @@ class EfficientnetB0(keras.Model):
                 kernel=3,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.07500000000000001,
+                sd_prob=stochastic_depth_prob * 6 / 16,
                 name="features_4_1",
             ),
             MBConv(
@@ -303,7 +307,7 @@ class EfficientnetB0(keras.Model):
                 kernel=3,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.08750000000000001,
+                sd_prob=stochastic_depth_prob * 7 / 16,
                 name="features_4_2",
             ),
         ]
@@ -314,7 +318,7 @@ class EfficientnetB0(keras.Model):
                 kernel=5,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.1,
+                sd_prob=stochastic_depth_prob * 8 / 16,
                 name="features_5_0",
             ),
             MBConv(
@@ -323,7 +327,7 @@ class EfficientnetB0(keras.Model):
                 kernel=5,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.1125,
+                sd_prob=stochastic_depth_prob * 9 / 16,
                 name="features_5_1",
             ),
             MBConv(
@@ -332,7 +336,7 @@ class EfficientnetB0(keras.Model):
                 kernel=5,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.125,
+                sd_prob=stochastic_depth_prob * 10 / 16,
                 name="features_5_2",
             ),
         ]
@@ -343,7 +347,7 @@ class EfficientnetB0(keras.Model):
                 kernel=5,
                 stride=2,
                 expand_ratio=6,
-                sd_prob=0.1375,
+                sd_prob=stochastic_depth_prob * 11 / 16,
                 name="features_6_0",
             ),
             MBConv(
@@ -352,7 +356,7 @@ class EfficientnetB0(keras.Model):
                 kernel=5,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.15000000000000002,
+                sd_prob=stochastic_depth_prob * 12 / 16,
                 name="features_6_1",
             ),
             MBConv(
@@ -361,7 +365,7 @@ class EfficientnetB0(keras.Model):
                 kernel=5,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.1625,
+                sd_prob=stochastic_depth_prob * 13 / 16,
                 name="features_6_2",
             ),
             MBConv(
@@ -370,7 +374,7 @@ class EfficientnetB0(keras.Model):
                 kernel=5,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.17500000000000002,
+                sd_prob=stochastic_depth_prob * 14 / 16,
                 name="features_6_3",
             ),
         ]
@@ -381,7 +385,7 @@ class EfficientnetB0(keras.Model):
                 kernel=3,
                 stride=1,
                 expand_ratio=6,
-                sd_prob=0.1875,
+                sd_prob=stochastic_depth_prob * 15 / 16,
                 name="features_7_0",
             ),
         ]
@@ -437,8 +441,15 @@ class EfficientnetB0(keras.Model):
         return {**super().get_config(), **self.init_args}
 
 
-def efficientnet_b0(dropout=0.2, num_classes=1000, input_shape=(224, 224, 3)):
+def efficientnet_b0(
+    dropout=0.2, num_classes=1000, stochastic_depth_prob=0.2, input_shape=(224, 224, 3)
+):
     """EfficientNet-B0 with torchvision's structure, state_dict keys and outputs"""
-    model = EfficientnetB0(dropout=dropout, num_classes=num_classes, name="efficientnet_b0")
+    model = EfficientnetB0(
+        dropout=dropout,
+        num_classes=num_classes,
+        stochastic_depth_prob=stochastic_depth_prob,
+        name="efficientnet_b0",
+    )
     model(keras.ops.zeros((1, *input_shape)))  # builds every layer
     return model

@@ -105,12 +105,12 @@ class Rcnn(keras.Model):
     classifier
     """
 
-    def __init__(self, num_classes=10, **kwargs):
+    def __init__(self, dropout=0.1, num_classes=10, **kwargs):
         super().__init__(**kwargs)
-        self.init_args = {"num_classes": num_classes}
-        self.rcl1 = RecurrentConvBlock(3, filters=32, pool=False, name="rcl1")
-        self.rcl2 = RecurrentConvBlock(32, filters=64, name="rcl2")
-        self.rcl3 = RecurrentConvBlock(64, filters=128, name="rcl3")
+        self.init_args = {"dropout": dropout, "num_classes": num_classes}
+        self.rcl1 = RecurrentConvBlock(3, filters=32, dropout=dropout, pool=False, name="rcl1")
+        self.rcl2 = RecurrentConvBlock(32, filters=64, dropout=dropout, name="rcl2")
+        self.rcl3 = RecurrentConvBlock(64, filters=128, dropout=dropout, name="rcl3")
         self.avgpool = layers.GlobalAveragePooling2D(name="avgpool")
         self.fc = layers.Dense(num_classes, name="fc")
 
@@ -126,10 +126,10 @@ class Rcnn(keras.Model):
         return {**super().get_config(), **self.init_args}
 
 
-def rcnn(num_classes=10, input_shape=(32, 32, 3)):
+def rcnn(dropout=0.1, num_classes=10, input_shape=(32, 32, 3)):
     """Seed 000's recurrent convolutional layer (one conv shared by 4 steps) in a small CIFAR-size
     classifier
     """
-    model = Rcnn(num_classes=num_classes, name="rcnn")
+    model = Rcnn(dropout=dropout, num_classes=num_classes, name="rcnn")
     model(keras.ops.zeros((1, *input_shape)))  # builds every layer
     return model

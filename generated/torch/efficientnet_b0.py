@@ -113,7 +113,9 @@ class MBConv(nn.Module):
 class EfficientnetB0(nn.Module):
     """EfficientNet-B0 with torchvision's structure, state_dict keys and outputs"""
 
-    def __init__(self, dropout: float = 0.2, num_classes: int = 1000) -> None:
+    def __init__(
+        self, dropout: float = 0.2, num_classes: int = 1000, stochastic_depth_prob: float = 0.2
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Sequential(
@@ -122,11 +124,32 @@ class EfficientnetB0(nn.Module):
                 nn.SiLU(),
             ),
             nn.Sequential(
-                MBConv(32, out_channels=16, kernel=3, stride=1, expand_ratio=1, sd_prob=0.0)
+                MBConv(
+                    32,
+                    out_channels=16,
+                    kernel=3,
+                    stride=1,
+                    expand_ratio=1,
+                    sd_prob=stochastic_depth_prob * 0 / 16,
+                ),
             ),
             nn.Sequential(
-                MBConv(16, out_channels=24, kernel=3, stride=2, expand_ratio=6, sd_prob=0.0125),
-                MBConv(24, out_channels=24, kernel=3, stride=1, expand_ratio=6, sd_prob=0.025),
+                MBConv(
+                    16,
+                    out_channels=24,
+                    kernel=3,
+                    stride=2,
+                    expand_ratio=6,
+                    sd_prob=stochastic_depth_prob * 1 / 16,
+                ),
+                MBConv(
+                    24,
+                    out_channels=24,
+                    kernel=3,
+                    stride=1,
+                    expand_ratio=6,
+                    sd_prob=stochastic_depth_prob * 2 / 16,
+                ),
             ),
             nn.Sequential(
                 MBConv(
@@ -135,19 +158,33 @@ class EfficientnetB0(nn.Module):
                     kernel=5,
                     stride=2,
                     expand_ratio=6,
-                    sd_prob=0.037500000000000006,
+                    sd_prob=stochastic_depth_prob * 3 / 16,
                 ),
-                MBConv(40, out_channels=40, kernel=5, stride=1, expand_ratio=6, sd_prob=0.05),
+                MBConv(
+                    40,
+                    out_channels=40,
+                    kernel=5,
+                    stride=1,
+                    expand_ratio=6,
+                    sd_prob=stochastic_depth_prob * 4 / 16,
+                ),
             ),
             nn.Sequential(
-                MBConv(40, out_channels=80, kernel=3, stride=2, expand_ratio=6, sd_prob=0.0625),
+                MBConv(
+                    40,
+                    out_channels=80,
+                    kernel=3,
+                    stride=2,
+                    expand_ratio=6,
+                    sd_prob=stochastic_depth_prob * 5 / 16,
+                ),
                 MBConv(
                     80,
                     out_channels=80,
                     kernel=3,
                     stride=1,
                     expand_ratio=6,
-                    sd_prob=0.07500000000000001,
+                    sd_prob=stochastic_depth_prob * 6 / 16,
                 ),
                 MBConv(
                     80,
@@ -155,36 +192,78 @@ class EfficientnetB0(nn.Module):
                     kernel=3,
                     stride=1,
                     expand_ratio=6,
-                    sd_prob=0.08750000000000001,
+                    sd_prob=stochastic_depth_prob * 7 / 16,
                 ),
             ),
             nn.Sequential(
-                MBConv(80, out_channels=112, kernel=5, stride=1, expand_ratio=6, sd_prob=0.1),
-                MBConv(112, out_channels=112, kernel=5, stride=1, expand_ratio=6, sd_prob=0.1125),
-                MBConv(112, out_channels=112, kernel=5, stride=1, expand_ratio=6, sd_prob=0.125),
+                MBConv(
+                    80,
+                    out_channels=112,
+                    kernel=5,
+                    stride=1,
+                    expand_ratio=6,
+                    sd_prob=stochastic_depth_prob * 8 / 16,
+                ),
+                MBConv(
+                    112,
+                    out_channels=112,
+                    kernel=5,
+                    stride=1,
+                    expand_ratio=6,
+                    sd_prob=stochastic_depth_prob * 9 / 16,
+                ),
+                MBConv(
+                    112,
+                    out_channels=112,
+                    kernel=5,
+                    stride=1,
+                    expand_ratio=6,
+                    sd_prob=stochastic_depth_prob * 10 / 16,
+                ),
             ),
             nn.Sequential(
-                MBConv(112, out_channels=192, kernel=5, stride=2, expand_ratio=6, sd_prob=0.1375),
+                MBConv(
+                    112,
+                    out_channels=192,
+                    kernel=5,
+                    stride=2,
+                    expand_ratio=6,
+                    sd_prob=stochastic_depth_prob * 11 / 16,
+                ),
                 MBConv(
                     192,
                     out_channels=192,
                     kernel=5,
                     stride=1,
                     expand_ratio=6,
-                    sd_prob=0.15000000000000002,
+                    sd_prob=stochastic_depth_prob * 12 / 16,
                 ),
-                MBConv(192, out_channels=192, kernel=5, stride=1, expand_ratio=6, sd_prob=0.1625),
                 MBConv(
                     192,
                     out_channels=192,
                     kernel=5,
                     stride=1,
                     expand_ratio=6,
-                    sd_prob=0.17500000000000002,
+                    sd_prob=stochastic_depth_prob * 13 / 16,
+                ),
+                MBConv(
+                    192,
+                    out_channels=192,
+                    kernel=5,
+                    stride=1,
+                    expand_ratio=6,
+                    sd_prob=stochastic_depth_prob * 14 / 16,
                 ),
             ),
             nn.Sequential(
-                MBConv(192, out_channels=320, kernel=3, stride=1, expand_ratio=6, sd_prob=0.1875)
+                MBConv(
+                    192,
+                    out_channels=320,
+                    kernel=3,
+                    stride=1,
+                    expand_ratio=6,
+                    sd_prob=stochastic_depth_prob * 15 / 16,
+                ),
             ),
             nn.Sequential(
                 nn.Conv2d(320, 1280, kernel_size=1, bias=False), nn.BatchNorm2d(1280), nn.SiLU()
@@ -200,6 +279,10 @@ class EfficientnetB0(nn.Module):
         return out
 
 
-def efficientnet_b0(dropout: float = 0.2, num_classes: int = 1000) -> EfficientnetB0:
+def efficientnet_b0(
+    dropout: float = 0.2, num_classes: int = 1000, stochastic_depth_prob: float = 0.2
+) -> EfficientnetB0:
     """EfficientNet-B0 with torchvision's structure, state_dict keys and outputs"""
-    return EfficientnetB0(dropout=dropout, num_classes=num_classes)
+    return EfficientnetB0(
+        dropout=dropout, num_classes=num_classes, stochastic_depth_prob=stochastic_depth_prob
+    )

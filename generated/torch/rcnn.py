@@ -99,11 +99,11 @@ class Rcnn(nn.Module):
     classifier
     """
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, dropout: float = 0.1, num_classes: int = 10) -> None:
         super().__init__()
-        self.rcl1 = RecurrentConvBlock(3, filters=32, pool=False)
-        self.rcl2 = RecurrentConvBlock(32, filters=64)
-        self.rcl3 = RecurrentConvBlock(64, filters=128)
+        self.rcl1 = RecurrentConvBlock(3, filters=32, dropout=dropout, pool=False)
+        self.rcl2 = RecurrentConvBlock(32, filters=64, dropout=dropout)
+        self.rcl3 = RecurrentConvBlock(64, filters=128, dropout=dropout)
         self.avgpool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(128, num_classes)
         self._init_weights()
@@ -123,8 +123,8 @@ class Rcnn(nn.Module):
                 nn.init.zeros_(m.bias)
 
 
-def rcnn(num_classes: int = 10) -> Rcnn:
+def rcnn(dropout: float = 0.1, num_classes: int = 10) -> Rcnn:
     """Seed 000's recurrent convolutional layer (one conv shared by 4 steps) in a small CIFAR-size
     classifier
     """
-    return Rcnn(num_classes=num_classes)
+    return Rcnn(dropout=dropout, num_classes=num_classes)

@@ -1,7 +1,7 @@
 """Stage tables with nested rows (`numbering: nested`) and the running count of a table's
 blocks (`block_index`, `block_count`), through lowering, the plan and every backend.
 
-The zoo's efficientnet_b0 is the full use (tests/test_zoo_zoo_eff.py compares it with
+The zoo's efficientnet_b0 is the full use (tests/test_zoo_efficientnet.py compares it with
 torchvision); the small net below has both placements of a nested table: anonymous in a
 flat scope (its rows take the scope's numbers, `features.1` ... `features.3`) and named
 (`stages.0`, `stages.1`), plus a table numbered across its rows (`blocks.0` ...).

@@ -177,6 +177,9 @@ class FunctionPrinter:
     def step(self, step: plan.Step, names: Names, body: list[Any]) -> None:
         if isinstance(step, plan.OpStep):
             apps, note = self.op_apps(step, names)
+            if not apps and len(step.inputs) == 1:  # nothing to print (a permute: NHWC
+                self.alias(step.out, step.inputs[0])  # already): the value is its input
+                return
             cond = self.test(step.cond)
             s = self.apply(body, list(step.inputs), self.slot(step.out), apps, cond, note)
             s.through = step.through

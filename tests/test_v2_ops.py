@@ -779,3 +779,19 @@ def test_generated_v2_helpers_script_and_compile(make: Any, tmp_path: Path) -> N
         want = model(x)
         torch.testing.assert_close(torch.jit.script(model)(x), want, rtol=0, atol=0)
         torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), want)
+
+
+def test_channels_last_gradients_match_in_keras(tmp_path: Path) -> None:
+    """grad mode (float64): the input's and every weight's gradient through the permutes
+    and the per-pixel layers, both Keras styles against torch."""
+    from archspec.parity import run_parity
+
+    path = write(tmp_path, cnblock_net(0.0))
+    spec = load(path)
+    graph = lower(spec)
+    runners = [get_runner(n) for n in ("torch64", "keras", "keras_subclass")]
+    for report in run_parity(spec, graph, runners, mode="grad"):
+        assert report.passed, report.other
+        assert "features.0.block.3.weight" in {
+            k.split(":", 1)[1] for k in report.outputs if ":" in k
+        }

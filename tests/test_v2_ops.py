@@ -384,7 +384,9 @@ def test_layer_norm_over_channels_in_every_backend(
         "LayerNorm2d(6, eps=1e-06)" if affine else "LayerNorm2d(6, elementwise_affine=False)"
     ) in torch_src
     assert "nn.LayerNorm(5" in torch_src
-    assert "layers.LayerNormalization(" in source(path, "keras")
+    keras_src = source(path, "keras")
+    assert "layers.LayerNormalization(" in keras_src
+    assert "Permute" not in keras_src  # pooled to 1x1, normalized: flatten needs no C,H,W order
     for mode in ("inference", "train"):
         assert_backends_agree(path, mode=mode)
 

@@ -134,7 +134,6 @@ def convnext_tiny(num_classes=1000, input_shape=(224, 224, 3)):
     x = cn_block(x, sd_prob=0.1, layer_scale=1e-06, name="features_7_2")
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)
     x = layers.LayerNormalization(epsilon=1e-06, name="classifier_0")(x)
-    x = layers.Permute((3, 1, 2), name="classifier_1_chw")(x)
     x = layers.Flatten(name="classifier_1")(x)
     x = layers.Dense(
         num_classes,

@@ -169,7 +169,6 @@ class ConvnextTiny(keras.Model):
         ]
         self.avgpool = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")
         self.classifier_0 = layers.LayerNormalization(epsilon=1e-06, name="classifier_0")
-        self.classifier_1_chw = layers.Permute((3, 1, 2), name="classifier_1_chw")
         self.classifier_1 = layers.Flatten(name="classifier_1")
         self.classifier_2 = layers.Dense(
             num_classes,
@@ -197,7 +196,6 @@ class ConvnextTiny(keras.Model):
             x = block_3(x)
         x = self.avgpool(x)
         x = self.classifier_0(x)
-        x = self.classifier_1_chw(x)
         x = self.classifier_1(x)
         x = self.classifier_2(x)
         return x

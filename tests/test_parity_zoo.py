@@ -37,11 +37,12 @@ FP32_FLOOR = {
     (spec, backend): (
         2e-6,
         "convnext_tiny's fp32 rounding, not a translation error: 18 blocks with MLPs up to "
-        "3072 wide; at 32x32 torch's own fp32 run is at rel L2 1.3e-6 against float64, ONNX "
-        "Runtime at 0.9e-6, Keras (TensorFlow) at 1.4e-6",
+        "3072 wide put the deepest block outputs at rel L2 1.0e-6 to 1.5e-6 against float64 "
+        "in every backend, torch's own fp32 run included (32x32: torch 1.4e-6, Keras 1.4e-6, "
+        "ONNX Runtime 0.97e-6; 224x224: 1.4e-6, 1.4e-6, 1.05e-6)",
     )
     for spec in ("convnext_tiny",)
-    for backend in ("keras", "keras_subclass")
+    for backend in BACKENDS
 }
 
 

@@ -40,8 +40,8 @@ def node_macs(node: Node) -> int:
     if isinstance(op, ir.Conv2d):
         k = op.kernel_size[0] * op.kernel_size[1]
         return math.prod(node.shape) * (op.in_channels // op.groups) * k
-    if isinstance(op, ir.Linear):
-        return op.in_features * op.out_features
+    if isinstance(op, ir.Linear):  # once per pixel of a channels-last (H, W, C) map
+        return math.prod(node.shape[:-1]) * op.in_features * op.out_features
     return 0
 
 

@@ -14,7 +14,8 @@ from archspec.errors import did_you_mean
 
 OP_DOCS: dict[str, str] = {
     "conv": "2-d convolution, weights OIHW (out, in/groups, kh, kw); groups, dilation, TF 'same'",
-    "linear": "fully connected layer on a (features,) input, weights [out, in]",
+    "linear": "fully connected layer on (features,) or each pixel of a channels-last map; "
+    "weights [out, in]",
     "batch_norm": "batch normalization over channels; momentum is PyTorch's (new-batch weight)",
     "relu": "max(x, 0)",
     "leaky_relu": "x if x > 0 else slope * x (slope required: PyTorch 0.01, Keras 0.3)",
@@ -40,9 +41,12 @@ OP_DOCS: dict[str, str] = {
     "stochastic_depth": "identity at inference; drops whole samples with probability rate in "
     "training (torchvision's row mode)",
     "channel_shuffle": "ShuffleNet's channel shuffle: (groups, C/groups) transposed, C order",
-    "layer_norm": "layer normalization over the channels of each pixel (ConvNeXt's LayerNorm2d)",
+    "layer_norm": "layer normalization over the channels of each pixel (ConvNeXt's LayerNorm2d); "
+    "also channels-last",
     "scale": "a learnable factor per channel, x * weight (ConvNeXt's layer scale)",
     "chunk": "part index of chunks equal channel parts (x.chunk(chunks, dim=1)[index])",
+    "channels_last": "(C, H, W) -> (H, W, C), for linear / layer_norm per pixel (permute 0,2,3,1)",
+    "channels_first": "(H, W, C) -> (C, H, W): back from channels_last (permute 0, 3, 1, 2)",
     "mul": "elementwise product of 2 inputs; H and W broadcast ((C, 1, 1) gates (C, H, W))",
 }
 
@@ -93,6 +97,8 @@ _ALIASES: dict[str, Alias] = {
     "shuffle": _same("channel_shuffle"),
     "split": _same("chunk", "(one item per part: {op: chunk, chunks: 2, index: 0}, ...)"),
     "layerscale": _same("scale", "(init_value: 1.0e-6 for ConvNeXt)"),
+    "permute": _same("channels_last", "(or channels_first: the two permutes ConvNeXt uses)"),
+    "transpose": _same("channels_last", "(or channels_first: the two permutes ConvNeXt uses)"),
     "reshape": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "view": _missing("reshape: only 'flatten' (C, H, W order) exists"),
     "spatialdropout": _missing("channel dropout: 'dropout' drops single elements"),

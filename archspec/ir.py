@@ -2,7 +2,9 @@
 
 Layout conventions every backend translates from (docs/design.md, "semantic contract"):
 - activations are (N, C, H, W), or (N, F) after flatten/global pooling without keepdims;
-  shapes stored on nodes omit the batch dimension;
+  shapes stored on nodes omit the batch dimension; the one exception is a channels-last
+  stretch, (N, H, W, C) from a `channels_last` op to a `channels_first` one (ConvNeXt's
+  Permute), whose nodes say so (`Node.layout`) and whose shapes are (H, W, C);
 - conv weights are OIHW (groups folded into I), dense weights are [out, in];
 - flatten orders features C, H, W;
 - BatchNorm `momentum` is the weight of the new batch statistic (PyTorch's convention;
@@ -23,6 +25,7 @@ from archspec.errors import SpecWarning
 
 Pair = tuple[PositiveInt, PositiveInt]
 Shape = tuple[int, ...]
+Layout = Literal["channels_first", "channels_last"]
 
 
 class IRModel(BaseModel):
@@ -278,6 +281,21 @@ class Scale(IRModel):
         return (self.num_features, 1, 1) if self.rank == 3 else (self.num_features,)
 
 
+class ChannelsLast(IRModel):
+    """(N, C, H, W) -> (N, H, W, C): torch's `x.permute(0, 2, 3, 1)` (torchvision's
+    Permute([0, 2, 3, 1]) in ConvNeXt). Its output and what follows it are channels-last
+    (`Node.layout`) until a ChannelsFirst: there linear and layer_norm act on the channels
+    (the last axis) of every pixel, elementwise ops keep the layout, nothing else applies."""
+
+    kind: Literal["channels_last"] = "channels_last"
+
+
+class ChannelsFirst(IRModel):
+    """(N, H, W, C) -> (N, C, H, W), the inverse of ChannelsLast: `x.permute(0, 3, 1, 2)`."""
+
+    kind: Literal["channels_first"] = "channels_first"
+
+
 class Chunk(IRModel):
     """Part `index` of `chunks` equal parts of the channels (torch's `x.chunk(chunks, 1)`,
     ShuffleNetV2's split): channels [index * C / chunks, (index + 1) * C / chunks)."""
@@ -317,7 +335,9 @@ Op = Annotated[
     | ChannelShuffle
     | LayerNorm
     | Scale
-    | Chunk,
+    | Chunk
+    | ChannelsLast
+    | ChannelsFirst,
     Field(discriminator="kind"),
 ]
 OP_KINDS: tuple[str, ...] = tuple(
@@ -345,6 +365,9 @@ class Node:
     # None only for ops with neither (BatchNorm without affine still has running stats).
     param_name: str | None = None
     source: SourceRef | None = None
+    # Where the output's channels are: "channels_first" (C, H, W) or (F,), the canonical
+    # layout; "channels_last" (H, W, C) between a ChannelsLast and a ChannelsFirst.
+    layout: Layout = "channels_first"
 
     @property
     def local_name(self) -> str:

@@ -20,7 +20,16 @@ from archspec.errors import LimitError, Path, SpecError, SpecWarning, suggest
 from archspec.expr import Expr, ExprError, evaluate, expression_text, names, parse
 from archspec.ir import Graph, Node, ScopeInfo, Shape, SourceRef
 from archspec.limits import LIMITS, describe
-from archspec.ops import ARITY, BUILTIN_DEFAULTS, RULES, OpError, broadcast, fmt_shape
+from archspec.ops import (
+    ARITY,
+    BUILTIN_DEFAULTS,
+    LAST_RULES,
+    RULES,
+    OpError,
+    broadcast,
+    canonical,
+    fmt_shape,
+)
 from archspec.params import check_value, coerce, describe_value
 from archspec.registry import PER_ITEM_FIELDS, Located, ResolvedSpec
 from archspec.source import Source
@@ -157,7 +166,7 @@ class Lowerer:
             raise self.error(
                 source, path, f"duplicate name '{node.name}': another item already has it"
             )
-        self.check_shape(node.shape, source, path)
+        self.check_shape(canonical(node.shape, node.layout), source, path)
         if len(self.nodes) >= LIMITS.max_nodes:
             raise self.error(
                 source,
@@ -279,6 +288,18 @@ class Lowerer:
                 outputs.append(ref)
         else:
             outputs.append(last)
+        for i, out in enumerate(outputs):
+            if self.nodes[out].layout == "channels_last":
+                where = (
+                    (spec.outputs.source, (*spec.outputs.path, i))
+                    if spec.outputs is not None
+                    else (body.source, body.path)
+                )
+                raise self.error(
+                    *where,
+                    f"the model's output '{out}' is channels-last (H, W, C) = "
+                    f"{fmt_shape(self.nodes[out].shape)}; end with {{op: channels_first}}",
+                )
         self.warnings += checks.unused(self.nodes.values(), outputs, spec.sources)
         self.warnings += self.list_reads.warnings(spec, overridden)
         return Graph(
@@ -456,10 +477,12 @@ class Lowerer:
                 ctx.source, path, f"{op_name} takes {want} input(s), got {len(sources)}{hint}"
             )
         shapes = [self.nodes[s].shape for s in sources]
+        layout = self.check_layouts(op_name, sources, ctx, path)
         self.check_operands(op_name, sources, shapes, ctx, path)
         fields = self.op_fields(item, op_name, ctx, path)
         try:
-            op, shape = RULES[op_name](fields, shapes)
+            rules = LAST_RULES if layout == "channels_last" else RULES
+            op, shape = rules[op_name](fields, shapes)
         except OpError as exc:
             where = (
                 (*path, exc.field) if exc.field and exc.field in type(item).model_fields else path
@@ -484,9 +507,41 @@ class Lowerer:
             block_type=ctx.block_type,
             param_name=param_name,
             source=SourceRef(ctx.source.file, path),
+            layout=(
+                "channels_last"
+                if isinstance(op, ir.ChannelsLast)
+                else "channels_first"
+                if isinstance(op, ir.ChannelsFirst)
+                else layout
+            ),
         )
         self.add_node(node, ctx.source, path)
         return full
+
+    def check_layouts(self, op: str, sources: list[str], ctx: BlockCtx, path: Path) -> ir.Layout:
+        """The inputs' one layout; an op that cannot read a channels-last input is refused."""
+        layouts = [self.nodes[s].layout for s in sources]
+        for other, layout in zip(sources[1:], layouts[1:], strict=True):
+            if layout != layouts[0]:
+                raise self.error(
+                    ctx.source,
+                    path,
+                    f"{op} of mixed layouts: '{sources[0]}' is {layouts[0].replace('_', '-')} "
+                    f"but '{other}' is {layout.replace('_', '-')}; add {{op: channels_first}} "
+                    "to the channels-last one",
+                )
+        if layouts[0] == "channels_last" and op not in LAST_RULES:
+            raise self.error(ctx.source, path, self.channels_last_message(op, sources[0]))
+        return layouts[0]
+
+    def channels_last_message(self, what: str, source: str) -> str:
+        shape = fmt_shape(self.nodes[source].shape)
+        ops = ", ".join(sorted(set(LAST_RULES) - {"channels_last"}))
+        return (
+            f"{what} needs a channels-first input, but '{source}' is channels-last (H, W, C) "
+            f"= {shape}; add {{op: channels_first}} before it (on a channels-last input only "
+            f"these ops apply: {ops})"
+        )
 
     def check_operands(
         self, op: str, sources: list[str], shapes: list[Shape], ctx: BlockCtx, path: Path
@@ -799,6 +854,10 @@ class Lowerer:
                     )
                 values[pname] = decl.default
         in_shape = self.nodes[source_node].shape
+        if self.nodes[source_node].layout == "channels_last":
+            raise self.error(
+                ctx.source, path, self.channels_last_message(f"block {block_name}", source_node)
+            )
         block_env = {**values, "in_channels": in_shape[0]}
         for lname, raw in bdef.let.items():  # in order: a value may read the ones above
             lpath = (*located.path, "let", lname)

@@ -252,7 +252,8 @@ def _linear(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
         raise OpError(
             None,
             f"linear needs a flat (features,) input, got shape {fmt_shape(shapes[0])}; "
-            "add {op: flatten} or a global pool first",
+            "add {op: flatten} or a global pool first (or {op: channels_last} for a linear "
+            "over each pixel's channels)",
         )
     out = check_channels(f["out"], "out")
     op = ir.Linear(
@@ -481,3 +482,90 @@ def _chunk(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < chunks:
         raise OpError("index", f"expected an int from 0 to {chunks - 1}, got {index!r}")
     return ir.Chunk(chunks=chunks, index=index), (c // chunks, *shapes[0][1:])
+
+
+# ---------------------------------------------------------------------------- channels-last
+#
+# ConvNeXt's block permutes to channels-last, applies LayerNorm and Linear to each pixel's
+# channels, and permutes back. Between a channels_last and a channels_first item the IR's
+# shapes are (H, W, C) (`Node.layout`); only the ops below accept such an input. The
+# lowering refuses every other op there, naming the input and the way back.
+
+
+@rule("channels_last")
+def _channels_last(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    c, h, w = spatial(shapes[0], "channels_last")
+    return ir.ChannelsLast(), (h, w, c)
+
+
+@rule("channels_first")
+def _channels_first(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    raise OpError(
+        None,
+        f"channels_first needs a channels-last (H, W, C) input (after channels_last), got the "
+        f"channels-first {fmt_shape(shapes[0])}",
+    )
+
+
+def _last_linear(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    h, w, c = shapes[0]
+    out = check_channels(f["out"], "out")
+    op = ir.Linear(
+        in_features=c,
+        out_features=out,
+        bias=flag(f["bias"], "bias"),
+        weight_init=init(f["init"]),
+        bias_init=init(f["bias_init"]),
+    )
+    return op, (h, w, out)
+
+
+def _last_layer_norm(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    op = ir.LayerNorm(
+        num_features=shapes[0][-1],
+        eps=number(f["eps"], "eps", low=0, low_open=True),
+        affine=flag(f["affine"], "affine"),
+    )
+    return op, shapes[0]
+
+
+def _last_channels_first(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    h, w, c = shapes[0]
+    return ir.ChannelsFirst(), (c, h, w)
+
+
+def _last_channels_last(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    raise OpError(None, f"the input is channels-last already {fmt_shape(shapes[0])}")
+
+
+# Rules for a channels-last (H, W, C) input: op -> its rule there. Elementwise ops keep
+# their rule (the shape passes through); an op missing here is refused on such an input.
+LAST_RULES: dict[str, Rule] = {
+    **{
+        name: RULES[name]
+        for name in (
+            "relu",
+            "leaky_relu",
+            "gelu",
+            "sigmoid",
+            "tanh",
+            "relu6",
+            "clip",
+            "hardswish",
+            "hardsigmoid",
+            "silu",
+            "dropout",
+            "stochastic_depth",
+            "add",
+        )
+    },
+    "linear": _last_linear,
+    "layer_norm": _last_layer_norm,
+    "channels_first": _last_channels_first,
+    "channels_last": _last_channels_last,
+}
+
+
+def canonical(shape: Shape, layout: ir.Layout) -> Shape:
+    """The (C, H, W) form of a shape in `layout` (caps and messages read channels first)."""
+    return (shape[-1], *shape[:-1]) if layout == "channels_last" else shape

@@ -382,6 +382,16 @@ class ScaleOp(OpItemBase):
     )
 
 
+class ChannelsLastOp(OpItemBase):
+    ir_kind: ClassVar[str] = "channels_last"
+    op: Literal["channels_last"]
+
+
+class ChannelsFirstOp(OpItemBase):
+    ir_kind: ClassVar[str] = "channels_first"
+    op: Literal["channels_first"]
+
+
 OpItem = Annotated[
     ConvOp
     | LinearOp
@@ -412,7 +422,9 @@ OpItem = Annotated[
     | ChannelShuffleOp
     | LayerNormOp
     | ScaleOp
-    | ChunkOp,
+    | ChunkOp
+    | ChannelsLastOp
+    | ChannelsFirstOp,
     Field(discriminator="op"),
 ]
 OP_MODELS: dict[str, type[OpItemBase]] = {

@@ -23,8 +23,12 @@ import numpy as np
 import pytest
 import torch
 from archspec_keras import generate_module as keras_module
-from archspec_keras.reference_names import densenet121_names, resnet50_v1_names
-from archspec_keras.weights import from_keras, load_into
+from archspec_keras.reference_names import (
+    convnext_tiny_names,
+    densenet121_names,
+    resnet50_v1_names,
+)
+from archspec_keras.weights import from_keras, load_into, walk_layers
 from archspec_torch import generate_module as torch_module
 from archspec_torch.weights import load_into as torch_load_into
 from hypothesis import HealthCheck, event, given, settings
@@ -147,14 +151,37 @@ def test_torch_batch_norm_inference_graph_is_batch_normalization(
     assert ours == op_types(module.rcnn())
 
 
-APPLICATIONS = {
-    "resnet50_v1": (keras.applications.ResNet50, resnet50_v1_names, {}),
+APPLICATIONS = {  # the application, the name mapping, spec overrides, its arguments
+    "resnet50_v1": (keras.applications.ResNet50, resnet50_v1_names, {}, {}),
     "densenet121": (
         keras.applications.DenseNet121,
         densenet121_names,
         {"bn_eps": 1.001e-5},  # keras.applications' epsilon
+        {},
+    ),
+    "convnext_tiny": (
+        keras.applications.ConvNeXtTiny,
+        convnext_tiny_names,
+        {},
+        {"include_preprocessing": False, "classifier_activation": None},
     ),
 }
+
+
+def randomize(model: keras.Model) -> None:
+    """Non-trivial BatchNorm statistics and affines, LayerNorm affines and layer scales
+    (at ConvNeXt's 1e-6 every block would be close to the identity)."""
+    rng = np.random.default_rng(5)
+    for layer in walk_layers(model, include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, layer.moving_variance.shape))
+        if isinstance(layer, keras.layers.BatchNormalization | keras.layers.LayerNormalization):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
+            layer.beta.assign(rng.normal(0, 0.1, layer.beta.shape))
+        if type(layer).__name__ == "LayerScale":
+            (scale,) = layer.weights
+            scale.assign(rng.uniform(0.5, 1.5, scale.shape))
 
 
 @pytest.mark.slow
@@ -164,18 +191,12 @@ def test_keras_applications_weights_give_its_outputs(spec: str, style: str, tmp_
     """keras.applications (weights=None, BN statistics randomized) read into a WeightSet
     through the name mapping (not layer order), loaded into our generated model: the same
     outputs (max abs <= 1e-5) and the same trainable and non-trainable counts."""
-    application, names, overrides = APPLICATIONS[spec]
+    application, names, overrides, arguments = APPLICATIONS[spec]
     module, graph = keras_module(
         spec, overrides, input_size=(64, 64), style=style, directory=tmp_path
     )
-    reference = application(weights=None, input_shape=(64, 64, 3))
-    rng = np.random.default_rng(5)
-    for layer in reference.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
-            layer.moving_variance.assign(rng.uniform(0.5, 1.5, layer.moving_variance.shape))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
-            layer.beta.assign(rng.normal(0, 0.1, layer.beta.shape))
+    reference = application(weights=None, input_shape=(64, 64, 3), **arguments)
+    randomize(reference)
     weights = from_keras(reference, graph, map_names=names(graph))
     model = load_into(getattr(module, spec)(), weights, graph)
     x = nchw_input(graph)

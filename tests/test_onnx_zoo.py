@@ -21,6 +21,7 @@ from archspec_onnx.model import build_model
 from archspec_torch import generate_module
 from archspec_torch.weights import load_into
 from onnx_support import assert_close, inferred_shapes, runner
+from test_torch_zoo import sizes
 
 from archspec import ir
 from archspec.ir import Graph
@@ -34,12 +35,6 @@ HEAVY = {"alexnet", "alexnet_bn", "resnet101", "resnet152", "densenet169", "dens
 
 def zoo_params(names: list[str]) -> list[object]:
     return [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in names]
-
-
-def sizes(name: str) -> list[tuple[int, int]]:
-    """An even and an odd input size, small: 64/67, or 32/35 for CIFAR-size specs."""
-    default = lower(load(name)).node("image").shape
-    return [(32, 32), (35, 35)] if default[1] <= 32 else [(64, 64), (67, 67)]
 
 
 def check_shapes(model: onnx.ModelProto, graph: Graph, fold_bn: bool) -> None:

@@ -3,7 +3,7 @@ the ONNX model.
 
 Hypothesis writes chains of conv / pool / batch_norm / activation items (every activation,
 the spec language v2 ops too: clips, stochastic depth, channel shuffle, chunk, layer norm, scale,
-a squeeze-and-excitation gate; random kernels,
+a squeeze-and-excitation gate, a channels-last per-pixel MLP; random kernels,
 strides, dilations, groups, and every padding form: int, [h, w], per-side, same, valid;
 ceil_mode), sometimes an inline repeat, a residual block with a shared conv, a dense head. Any
 spec the lowering accepts must generate, import, count the IR's parameters and produce the
@@ -102,6 +102,7 @@ SIMPLE = st.sampled_from(
         {"op": "scale", "init_value": 0.5},
         {"op": "chunk", "chunks": 2, "index": 1},
         {"gate": {"block": "Gate"}},  # squeeze-and-excitation: a (C, 1, 1) mul
+        {"mlp": {"block": "PixelMlp"}},  # ConvNeXt's channels-last LayerNorm / Linear MLP
     ]
 )
 
@@ -125,6 +126,17 @@ def random_spec(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "inputs": {"image": [4, size, size + draw(st.integers(0, 3))]},
         "blocks": {
+            "PixelMlp": {
+                "body": [
+                    {"op": "channels_last"},
+                    {"op": "layer_norm"},
+                    {"fc1": {"op": "linear", "out": "${2 * in_channels}"}},
+                    {"op": "gelu"},
+                    {"fc2": {"op": "linear", "out": "${in_channels}", "bias": False}},
+                    {"res": {"op": "add", "inputs": ["fc2", "0"]}},
+                    {"op": "channels_first"},
+                ]
+            },
             "Gate": {
                 "body": [
                     {"squeeze": {"op": "global_avg_pool", "keepdims": True}},

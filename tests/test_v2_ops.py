@@ -384,7 +384,9 @@ def test_layer_norm_over_channels_in_every_backend(
         "LayerNorm2d(6, eps=1e-06)" if affine else "LayerNorm2d(6, elementwise_affine=False)"
     ) in torch_src
     assert "nn.LayerNorm(5" in torch_src
-    assert "layers.LayerNormalization(" in source(path, "keras")
+    keras_src = source(path, "keras")
+    assert "layers.LayerNormalization(" in keras_src
+    assert "Permute" not in keras_src  # pooled to 1x1, normalized: flatten needs no C,H,W order
     for mode in ("inference", "train"):
         assert_backends_agree(path, mode=mode)
 
@@ -611,8 +613,161 @@ def test_chunk_fields_are_checked(fields: dict[str, int], message: str, tmp_path
         lower(load(path))
 
 
+# ---------------------------------------------------------------------------- channels-last
+
+
+def cnblock_net(sd_prob: float = 0.1) -> dict[str, Any]:
+    """torchvision's CNBlock as ConvNeXt writes it: the depthwise conv, Permute to
+    channels-last (block.1), LayerNorm and the Linear MLP on each pixel's channels, Permute
+    back (block.6); then a channels-last stretch with a named value read twice (a residual
+    around a Linear), dropout and stochastic depth on it, and a head."""
+    block = [
+        {
+            "op": "conv",
+            "out": "${in_channels}",
+            "kernel": 3,
+            "padding": 1,
+            "groups": "${in_channels}",
+        },
+        {"op": "channels_last"},
+        {"op": "layer_norm", "eps": "${1e-6}"},
+        {"op": "linear", "out": "${4 * in_channels}"},
+        {"op": "gelu"},
+        {"op": "linear", "out": "${in_channels}"},
+        {"op": "channels_first"},
+    ]
+    return {
+        "inputs": {"image": [4, 5, 3]},
+        "blocks": {
+            "CNBlock": {
+                "params": {"sd_prob": "float"},
+                "body": [
+                    {"name": "block", "numbering": "flat", "body": block},
+                    {"layer_scale": {"op": "scale", "init_value": "${1e-6}"}},
+                    {"stochastic_depth": {"op": "stochastic_depth", "rate": "$sd_prob"}},
+                    {"add": {"op": "add", "inputs": ["stochastic_depth", "input"]}},
+                ],
+            }
+        },
+        "body": [
+            {"features": {"block": "CNBlock", "repeat": 2, "args": {"sd_prob": sd_prob}}},
+            {"nhwc": {"op": "channels_last"}},
+            {"mlp": {"op": "linear", "out": 4, "bias": False}},
+            {"act": {"op": "silu"}},
+            {"residual": {"op": "add", "inputs": ["act", "nhwc"]}},
+            {"drop": {"op": "dropout", "rate": 0.2}},
+            {"droppath": {"op": "stochastic_depth", "rate": sd_prob}},
+            {"norm": {"op": "layer_norm"}},
+            {"nchw": {"op": "channels_first"}},
+            {"pool": {"op": "global_avg_pool"}},
+            {"fc": {"op": "linear", "out": 3}},
+        ],
+    }
+
+
+def test_channels_last_ir_shapes_counts_and_sources(tmp_path: Path) -> None:
+    path = write(tmp_path, cnblock_net())
+    graph = lower(load(path))
+    node = graph.node
+    assert node("features.0.block.0").shape == (4, 5, 3)
+    assert node("features.0.block.1").shape == (5, 3, 4)  # (H, W, C)
+    assert node("features.0.block.3").shape == (5, 3, 16)
+    assert node("features.0.block.6").shape == (4, 5, 3)
+    layouts = {n.name: n.layout for n in graph.nodes}
+    assert layouts["features.0.block.1"] == layouts["features.0.block.5"] == "channels_last"
+    assert layouts["features.0.block.6"] == layouts["features.0.add"] == "channels_first"
+    assert layouts["residual"] == layouts["droppath"] == "channels_last"
+    block = 4 * 9 + 4 + 2 * 4 + (4 * 16 + 16) + (16 * 4 + 4) + 4
+    assert totals(graph).trainable == 2 * block + 16 + 2 * 4 + 4 * 3 + 3
+    # a Linear runs once per pixel: 15 pixels x in x out
+    assert totals(graph).macs == 2 * (15 * 4 * 9 + 2 * 15 * 4 * 16) + 15 * 16 + 12
+    torch_src = source(path, "torch")
+    for text in (
+        "Permute([0, 2, 3, 1]),",
+        "nn.LayerNorm(in_channels, eps=1e-06),",
+        "nn.Linear(in_channels, 4 * in_channels),",
+        "Permute([0, 3, 1, 2]),",
+        "class Permute(nn.Module):",
+        ".permute(0, 2, 3, 1)",  # the top level's functional form
+        "nn.LayerNorm(4)",
+    ):
+        assert text in torch_src, text
+    for style in ("functional", "subclass"):
+        keras_src = source(path, "keras", style=style)
+        assert "Permute" not in keras_src and "Transpose" not in keras_src  # NHWC already
+        assert "block_1" not in keras_src and "block_6" not in keras_src  # no layer to name
+        assert "_block_3" in keras_src and "LayerNormalization(epsilon=1e-06" in keras_src
+    onnx_src = source(path, "onnx", text=True)
+    assert 'Transpose <perm: ints = [0, 2, 3, 1]> ("features.0.block.0")' in onnx_src
+    assert '"features.0.block.3/matmul" = MatMul' in onnx_src
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_channels_last_matches_in_every_backend(mode: str, tmp_path: Path) -> None:
+    assert_backends_agree(write(tmp_path, cnblock_net(0.0 if mode == "train" else 0.1)), mode=mode)
+
+
+def test_channels_last_linear_is_the_contract(tmp_path: Path) -> None:
+    """A linear on a channels-last map is x[n, h, w, :] @ weight.T + bias at every pixel,
+    and the permutes are numpy's transposes, in every backend."""
+    body = [
+        {"nhwc": {"op": "channels_last"}},
+        {"fc": {"op": "linear", "out": 5}},
+        {"nchw": {"op": "channels_first"}},
+    ]
+    path = write(tmp_path, {"inputs": {"image": [3, 4, 2]}, "body": body})
+    graph = lower(load(path))
+    weights = WeightSet.random(graph, 0)
+    x = knees((3, 4, 2))
+    w, b = (weights[f"fc.{t}"].astype(np.float64) for t in ("weight", "bias"))
+    want = (x.astype(np.float64).transpose(0, 2, 3, 1) @ w.T + b).transpose(0, 3, 1, 2)
+    for name, value in outputs(path, x).items():
+        assert value.shape == (2, 5, 4, 2)
+        assert_close(value, want, f"{name} vs the formula")
+
+
+def test_channels_last_values_are_probed_in_their_own_layout(tmp_path: Path) -> None:
+    """The harness compares every op's value; a channels-last value from Keras (NHWC, as
+    the IR's) is not transposed to NCHW like the others."""
+    from archspec.parity import run_parity
+
+    path = write(tmp_path, cnblock_net())
+    spec = load(path)
+    graph = lower(spec)
+    runners = [get_runner("torch64"), get_runner("keras"), get_runner("onnx")]
+    reports = run_parity(spec, graph, runners, per_op=True)
+    for report in reports:
+        assert report.passed, report.other
+        for name in ("block.2", "block.3", "block.5"):
+            assert f"features.0.{name}" in report.probes, (report.other, name)
+        assert "mlp" in report.probes and "norm" in report.probes, report.other
+
+
+def test_a_permute_is_absent_in_some_instances_is_refused_by_source_backends(
+    tmp_path: Path,
+) -> None:
+    """One class per block type needs the same layout at an item in every instance."""
+    block = [
+        {"op": "channels_last", "when": "$last"},
+        {"op": "relu"},
+        {"op": "channels_first", "when": "$last"},
+    ]
+    data = {
+        "inputs": {"image": [4, 5, 5]},
+        "blocks": {"B": {"params": {"last": "bool"}, "body": block}},
+        "body": [
+            {"a": {"block": "B", "args": {"last": True}}},
+            {"b": {"block": "B", "args": {"last": False}}},
+        ],
+    }
+    path = write(tmp_path, data)
+    lower(load(path))  # the IR is fine
+    with pytest.raises(SpecError, match="channels-last in some instances of B"):
+        source(path, "torch")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("make", [convnext_net, shufflenet_net])
+@pytest.mark.parametrize("make", [convnext_net, shufflenet_net, cnblock_net])
 def test_generated_v2_helpers_script_and_compile(make: Any, tmp_path: Path) -> None:
     """StochasticDepth, LayerNorm2d, ChannelChunk and a scale's nn.Parameter work under
     TorchScript and torch.compile(fullgraph=True), with the eager model's outputs."""
@@ -626,3 +781,19 @@ def test_generated_v2_helpers_script_and_compile(make: Any, tmp_path: Path) -> N
         want = model(x)
         torch.testing.assert_close(torch.jit.script(model)(x), want, rtol=0, atol=0)
         torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), want)
+
+
+def test_channels_last_gradients_match_in_keras(tmp_path: Path) -> None:
+    """grad mode (float64): the input's and every weight's gradient through the permutes
+    and the per-pixel layers, both Keras styles against torch."""
+    from archspec.parity import run_parity
+
+    path = write(tmp_path, cnblock_net(0.0))
+    spec = load(path)
+    graph = lower(spec)
+    runners = [get_runner(n) for n in ("torch64", "keras", "keras_subclass")]
+    for report in run_parity(spec, graph, runners, mode="grad"):
+        assert report.passed, report.other
+        assert "features.0.block.3.weight" in {
+            k.split(":", 1)[1] for k in report.outputs if ":" in k
+        }

@@ -27,6 +27,7 @@ REFERENCE_TRAINABLE = {
     "efficientnet_b0": 5_288_548,
     "mobilenet_v2": 3_504_872,
     "mobilenet_v3_large": 5_483_032,
+    "convnext_tiny": 28_589_128,
 }
 
 

@@ -675,6 +675,12 @@ class ClassWalker:
             else PadPlan("none")
         )
         rank = len(self.graph.node(nodes[0].inputs[0]).shape)
+        layouts = {self.graph.node(n.inputs[0]).layout for n in nodes}
+        if len(layouts) != 1:
+            raise PlanError(
+                f"the input is channels-last in some instances of {self.name} and "
+                "channels-first in others; give the channels_last item the same condition"
+            )
         out = Value(local, chan=self.out_chan(op, fields, sources, nodes))
         share = getattr(item, "share", None)
         if share:
@@ -684,7 +690,7 @@ class ClassWalker:
             path,
             op,
             tuple(nodes),
-            Args(fields, pad, rank),
+            Args(fields, pad, rank, layouts.pop()),
             tuple(sources),
             out,
             cond,

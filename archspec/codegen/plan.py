@@ -95,6 +95,7 @@ class Args:
     fields: dict[str, Arg]
     pad: PadPlan = PadPlan("none")
     rank: int = 3  # rank of the input without batch (BatchNorm1d vs 2d)
+    layout: ir.Layout = "channels_first"  # the input's (linear / layer_norm per pixel)
 
     def __getitem__(self, name: str) -> str:
         return self.fields[name].src

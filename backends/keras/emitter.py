@@ -27,6 +27,7 @@ from archspec_keras.helpers import helper_imports, helper_sources
 from archspec_keras.names import RESERVED, RESERVED_NAMES
 from archspec_keras.ops import PRINTERS, KerasEmitError, Layers
 
+from archspec import ir
 from archspec.backend import Artifact, BackendError, ZooVariant, check_options
 from archspec.codegen import plan
 from archspec.codegen.build import build_plan, locate
@@ -77,6 +78,25 @@ def check_layer_names(graph: Graph) -> None:
 # ---------------------------------------------------------------------------- statements
 
 Application = Callable[[list[str]], tuple[Code, str]]  # input vars -> (code, call suffix)
+
+
+# One-input ops whose output has their input's shape (a 1x1 map stays 1x1).
+SHAPE_KEEPING = (
+    ir.BatchNorm,
+    ir.LayerNorm,
+    ir.Scale,
+    ir.ReLU,
+    ir.LeakyReLU,
+    ir.GELU,
+    ir.Sigmoid,
+    ir.Tanh,
+    ir.Clip,
+    ir.Hardswish,
+    ir.Hardsigmoid,
+    ir.SiLU,
+    ir.Dropout,
+    ir.StochasticDepth,
+)
 
 
 @dataclass(eq=False)
@@ -177,6 +197,9 @@ class FunctionPrinter:
     def step(self, step: plan.Step, names: Names, body: list[Any]) -> None:
         if isinstance(step, plan.OpStep):
             apps, note = self.op_apps(step, names)
+            if not apps and len(step.inputs) == 1:  # nothing to print (a permute: NHWC
+                self.alias(step.out, step.inputs[0])  # already): the value is its input
+                return
             cond = self.test(step.cond)
             s = self.apply(body, list(step.inputs), self.slot(step.out), apps, cond, note)
             s.through = step.through
@@ -214,13 +237,17 @@ class FunctionPrinter:
         return [layer_app(code) for code in chain], printed.note
 
     def one_pixel(self, step: plan.OpStep) -> bool:
-        """A flatten of a map that is 1x1 for every input size needs no C,H,W permute."""
+        """A flatten of a map that is 1x1 for every input size needs no C,H,W permute: a
+        pool to 1x1, maybe followed by ops that keep the shape (ConvNeXt's head norm)."""
         graph = self.module.plan.graph
-        producers = [graph.node(n.inputs[0]).op for n in step.nodes]
-        return step.op.kind == "flatten" and all(
-            getattr(op, "keepdims", False) or getattr(op, "output_size", None) == (1, 1)
-            for op in producers
-        )
+
+        def pooled(name: str) -> bool:
+            node = graph.node(name)
+            if getattr(node.op, "keepdims", False) or getattr(node.op, "output_size", 0) == (1, 1):
+                return True
+            return isinstance(node.op, SHAPE_KEEPING) and pooled(node.inputs[0])
+
+        return step.op.kind == "flatten" and all(pooled(n.inputs[0]) for n in step.nodes)
 
     def printed(self, step: plan.OpStep, name: str) -> Layers:
         printed = PRINTERS[step.op.kind](step.op, step.args, name)

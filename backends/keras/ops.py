@@ -415,6 +415,18 @@ def _chunk(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((layer,), needs=frozenset({"ChannelChunk"}))
 
 
+@printer("channels_last")
+def _channels_last(op: ir.Op, a: Args, name: str) -> Layers:
+    # Keras's tensors are channels-last already: Dense and LayerNormalization act on the
+    # last axis, which is the IR's channel axis on both sides of the permute
+    return Layers()
+
+
+@printer("channels_first")
+def _channels_first(op: ir.Op, a: Args, name: str) -> Layers:
+    return Layers()
+
+
 @printer("silu")
 def _silu(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((named("layers.Activation", '"silu"', name=name),))

@@ -4,7 +4,8 @@ the canonical weights through the Keras weight adapter, values back in canonical
 Probes: every Keras layer is named after its IR node (`layer1.0.conv1` -> `layer1_0_conv1`)
 in both styles, so a probe records what the layer of that name returns, by wrapping its
 `call` for the run (eager). A shared layer (one layer, several IR nodes) and ops written
-inline are not probed. NHWC results are transposed to NCHW.
+inline are not probed (nor `channels_last` / `channels_first`: no Keras layer). NHWC
+results are transposed to NCHW, except values the IR holds channels-last (H, W, C) too.
 
 Modes: `inference`; `train` (training=True with every Dropout's rate set to 0; the moving
 statistics after the step are returned as canonical running stats); `grad` (TensorFlow
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from archspec import ir
 from archspec.backend import Artifact
 from archspec.codegen.printers import import_artifact
 from archspec.parity import MODES, ParityError, RunRequest, RunResult
@@ -90,7 +92,8 @@ class KerasRunner:
         layers = walk_layers(model, include_self=False)
         probed = [layer for layer in layers if layer.name in wanted]
         for layer in probed:
-            layer.call = _recording(layer.call, captured, wanted[layer.name])
+            node = request.graph.node(wanted[layer.name])
+            layer.call = _recording(layer.call, captured, node.name, node.layout)
         try:
             return self._forward(keras, request, model, layers, captured)
         finally:  # the model is the caller's again (`build` hands it out), unwrapped
@@ -161,12 +164,17 @@ class KerasRunner:
         return result
 
 
-def _recording(call: Callable[..., Any], captured: dict[str, np.ndarray], node: str) -> Any:
+def _recording(
+    call: Callable[..., Any], captured: dict[str, np.ndarray], node: str, layout: ir.Layout
+) -> Any:
+    """`call`, recording its result in the IR's layout: transposed to NCHW, except where
+    the IR value is channels-last itself (ConvNeXt's MLP), as Keras's is already."""
     import keras
 
     def record(*args: Any, **kwargs: Any) -> Any:
         out = call(*args, **kwargs)
-        captured[node] = _canonical(keras.ops.convert_to_numpy(out))
+        value = keras.ops.convert_to_numpy(out)
+        captured[node] = _canonical(value) if layout == "channels_first" else np.array(value)
         return out
 
     return record

@@ -13,6 +13,15 @@ the rules do not know is an error, so a changed spec cannot silently map wrong).
   `conv{B+1}_block{L}_{0_bn, 1_conv, 1_bn, 2_conv}`, `features.transitionT.{norm, conv}`
   is `pool{T+1}_{bn, conv}`. Differences (docs/keras.md): keras.applications uses BN
   eps 1.001e-5 (ours 1e-5, torchvision's) and ends in a softmax; the weights line up.
+- `convnext_tiny` (torchvision's names) <-> `keras.applications.ConvNeXtTiny`
+  (`include_preprocessing=False`, `classifier_activation=None`): the stem
+  `features.0.{0, 1}` is `convnext_tiny_stem_{conv, layernorm}`, the block
+  `features.{2s+1}.{b}.{block.0, block.2, block.3, block.5, layer_scale}` is
+  `convnext_tiny_stage_{s}_block_{b}_{depthwise_conv, layernorm, pointwise_conv_1,
+  pointwise_conv_2, layer_scale}`, the downsampling `features.{2i+2}.{0, 1}` is
+  `convnext_tiny_downsampling_{layernorm, conv}_{i}`, the head `classifier.{0, 2}` is
+  `convnext_tiny_head_{layernorm, dense}`. Same eps (1e-6), exact GELU, and a depthwise
+  conv written as a grouped `Conv2D`; its LayerScale's one variable is the scale.
 """
 
 from __future__ import annotations
@@ -34,6 +43,22 @@ _DENSENET_TOP = {
     "features.norm0": "conv1_bn",
     "features.norm5": "bn",
     "classifier": "predictions",
+}
+
+_CN_BLOCK = re.compile(r"features\.(\d+)\.(\d+)\.(block\.0|block\.2|block\.3|block\.5|layer_scale)")
+_CN_BLOCK_PART = {
+    "block.0": "depthwise_conv",
+    "block.2": "layernorm",
+    "block.3": "pointwise_conv_1",
+    "block.5": "pointwise_conv_2",
+    "layer_scale": "layer_scale",
+}
+_CN_DOWNSAMPLING = re.compile(r"features\.([246])\.([01])")
+_CONVNEXT_TOP = {
+    "features.0.0": "stem_conv",
+    "features.0.1": "stem_layernorm",
+    "classifier.0": "head_layernorm",
+    "classifier.2": "head_dense",
 }
 
 
@@ -62,6 +87,22 @@ def densenet121_names(graph: Graph) -> dict[str, str]:
         return _DENSENET_TOP.get(p)
 
     return _map(graph, name)
+
+
+def convnext_tiny_names(graph: Graph) -> dict[str, str]:
+    """Our `convnext_tiny` (torchvision names) -> keras.applications.ConvNeXtTiny layer names."""
+
+    def name(p: str) -> str | None:
+        if m := _CN_BLOCK.fullmatch(p):
+            stage, block, part = m.groups()
+            if int(stage) % 2 == 1:
+                return f"stage_{int(stage) // 2}_block_{block}_{_CN_BLOCK_PART[part]}"
+        if m := _CN_DOWNSAMPLING.fullmatch(p):
+            stage, part = m.groups()
+            return f"downsampling_{('layernorm', 'conv')[int(part)]}_{int(stage) // 2 - 1}"
+        return _CONVNEXT_TOP.get(p)
+
+    return {p: f"convnext_tiny_{n}" for p, n in _map(graph, name).items()}
 
 
 def _map(graph: Graph, rule: Callable[[str], str | None]) -> dict[str, str]:

@@ -104,7 +104,9 @@ def variable_mapping(
         return _BN_TENSORS[variable], _same, _same
     if isinstance(op, ir.LayerNorm):
         return {"gamma": "weight", "beta": "bias"}[variable], _same, _same
-    if isinstance(op, ir.Scale) and variable == "scale":  # (C, 1, 1) or (C,) <-> (C,)
+    # (C, 1, 1) or (C,) <-> (C,): our Scale's `scale`, or the one variable of another
+    # layer holding a scale (keras.applications' LayerScale calls it `variable`)
+    if isinstance(op, ir.Scale) and (variable == "scale" or len(layer.weights) == 1):
         shape = op.weight_shape
         return PARAMETER, lambda w: w.reshape(-1), lambda k: k.reshape(shape)
     if variable == "bias" and isinstance(op, ir.Conv2d | ir.Linear):

@@ -143,6 +143,12 @@ def _linear(ctx: OpContext, op: ir.Linear) -> str:
     weight = ctx.param("weight")
     bias = ctx.param("bias")
     assert weight is not None
+    if ctx.node.layout == "channels_last":  # each pixel of (N, H, W, C): Gemm is 2-d only
+        kernel = ctx.b.node("Transpose", [weight], suffix="kernel", perm=[1, 0])  # [in, out]
+        if bias is None:
+            return ctx.b.node("MatMul", [ctx.inputs[0], kernel], ctx.output)
+        x = ctx.b.node("MatMul", [ctx.inputs[0], kernel], suffix="matmul")
+        return ctx.b.node("Add", [x, bias], ctx.output)
     inputs = [ctx.inputs[0], weight] + ([bias] if bias is not None else [])
     return ctx.b.node("Gemm", inputs, ctx.output, transB=1)  # weight is [out, in]
 
@@ -352,7 +358,7 @@ def _layer_norm(ctx: OpContext, op: ir.LayerNorm) -> str:
     n = (op.num_features,)
     scale = ctx.param("weight") or ctx.b.constant("scale", np.ones(n, np.float32))
     shift = ctx.param("bias") or ctx.b.constant("bias", np.zeros(n, np.float32))
-    if len(ctx.in_shapes[0]) == 1:
+    if len(ctx.in_shapes[0]) == 1 or ctx.node.layout == "channels_last":
         norm = [ctx.inputs[0], scale, shift]
         return ctx.b.node("LayerNormalization", norm, ctx.output, axis=-1, epsilon=op.eps)
     # LayerNormalization normalizes every axis from `axis` on: move channels last first
@@ -375,3 +381,13 @@ def _chunk(ctx: OpContext, op: ir.Chunk) -> str:
     ends = ctx.b.constant("ends", np.array([(op.index + 1) * size], np.int64))
     axes = ctx.b.constant("axes", np.array([1], np.int64))
     return ctx.b.node("Slice", [ctx.inputs[0], starts, ends, axes], ctx.output)
+
+
+@printer("channels_last")
+def _channels_last(ctx: OpContext, op: ir.ChannelsLast) -> str:
+    return ctx.b.node("Transpose", ctx.inputs, ctx.output, perm=[0, 2, 3, 1])
+
+
+@printer("channels_first")
+def _channels_first(ctx: OpContext, op: ir.ChannelsFirst) -> str:
+    return ctx.b.node("Transpose", ctx.inputs, ctx.output, perm=[0, 3, 1, 2])

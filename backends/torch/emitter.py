@@ -718,6 +718,7 @@ HELPERS = (
     "variance_scaling",
     "StochasticDepth",
     "LayerNorm2d",
+    "Permute",
     "ChannelChunk",
 )
 

@@ -84,6 +84,7 @@ HELPERS = frozenset(
         "variance_scaling_",
         "StochasticDepth",
         "LayerNorm2d",
+        "Permute",
         "ChannelChunk",
     }
 )

@@ -284,8 +284,10 @@ def _channel_shuffle(op: ir.Op, a: Args) -> Printed:
 
 @printer("layer_norm")
 def _layer_norm(op: ir.Op, a: Args) -> Printed:
-    # over channels: torchvision's LayerNorm2d on (N, C, H, W), nn.LayerNorm on (N, F)
-    cls, needs = ("LayerNorm2d", {"LayerNorm2d"}) if a.rank == 3 else ("nn.LayerNorm", set())
+    # over channels: torchvision's LayerNorm2d on (N, C, H, W), nn.LayerNorm on (N, F) and
+    # on a channels-last (N, H, W, C) (the last axis)
+    two_d = a.rank == 3 and a.layout == "channels_first"
+    cls, needs = ("LayerNorm2d", {"LayerNorm2d"}) if two_d else ("nn.LayerNorm", set())
     args: list[Code | Kw] = [a["num_features"], *kw(a, "eps", "eps", 1e-5)]
     args += kw(a, "elementwise_affine", "affine", True)
     return Printed(Call(cls, tuple(args)), None, frozenset(needs))
@@ -307,6 +309,25 @@ def _chunk(op: ir.Op, a: Args) -> Printed:
         lambda xs: f"{xs[0]}.chunk({chunks}, dim=1)[{index}]",
         frozenset({"ChannelChunk"}),
     )
+
+
+def _permute(dims: tuple[int, ...]) -> Printed:
+    text = ", ".join(map(str, dims))
+    return Printed(
+        Call("Permute", (f"[{text}]",)),  # torchvision.ops.Permute, as ConvNeXt writes it
+        lambda xs: f"{xs[0]}.permute({text})",
+        frozenset({"Permute"}),
+    )
+
+
+@printer("channels_last")
+def _channels_last(op: ir.Op, a: Args) -> Printed:
+    return _permute((0, 2, 3, 1))
+
+
+@printer("channels_first")
+def _channels_first(op: ir.Op, a: Args) -> Printed:
+    return _permute((0, 3, 1, 2))
 
 
 @printer("silu")

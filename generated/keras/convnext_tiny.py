@@ -75,7 +75,7 @@ def cn_block(inputs, sd_prob, layer_scale, *, name):
     return x
 
 
-def convnext_tiny(num_classes=1000, input_shape=(224, 224, 3)):
+def convnext_tiny(num_classes=1000, stochastic_depth_prob=0.1, input_shape=(224, 224, 3)):
     """ConvNeXt-Tiny with torchvision's structure, state_dict keys and outputs"""
     image = keras.Input(shape=input_shape, name="image")
     x = layers.Conv2D(
@@ -87,9 +87,9 @@ def convnext_tiny(num_classes=1000, input_shape=(224, 224, 3)):
         name="features_0_0",
     )(image)
     x = layers.LayerNormalization(epsilon=1e-06, name="features_0_1")(x)
-    x = cn_block(x, sd_prob=0.0, layer_scale=1e-06, name="features_1_0")
-    x = cn_block(x, sd_prob=0.0058823529411764705, layer_scale=1e-06, name="features_1_1")
-    x = cn_block(x, sd_prob=0.011764705882352941, layer_scale=1e-06, name="features_1_2")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 0 / 17, layer_scale=1e-06, name="features_1_0")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 1 / 17, layer_scale=1e-06, name="features_1_1")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 2 / 17, layer_scale=1e-06, name="features_1_2")
     x = layers.LayerNormalization(epsilon=1e-06, name="features_2_0")(x)
     x = layers.Conv2D(
         192,
@@ -99,9 +99,9 @@ def convnext_tiny(num_classes=1000, input_shape=(224, 224, 3)):
         bias_initializer=FanInUniform(384),
         name="features_2_1",
     )(x)
-    x = cn_block(x, sd_prob=0.017647058823529415, layer_scale=1e-06, name="features_3_0")
-    x = cn_block(x, sd_prob=0.023529411764705882, layer_scale=1e-06, name="features_3_1")
-    x = cn_block(x, sd_prob=0.029411764705882353, layer_scale=1e-06, name="features_3_2")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 3 / 17, layer_scale=1e-06, name="features_3_0")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 4 / 17, layer_scale=1e-06, name="features_3_1")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 5 / 17, layer_scale=1e-06, name="features_3_2")
     x = layers.LayerNormalization(epsilon=1e-06, name="features_4_0")(x)
     x = layers.Conv2D(
         384,
@@ -111,15 +111,15 @@ def convnext_tiny(num_classes=1000, input_shape=(224, 224, 3)):
         bias_initializer=FanInUniform(768),
         name="features_4_1",
     )(x)
-    x = cn_block(x, sd_prob=0.03529411764705883, layer_scale=1e-06, name="features_5_0")
-    x = cn_block(x, sd_prob=0.0411764705882353, layer_scale=1e-06, name="features_5_1")
-    x = cn_block(x, sd_prob=0.047058823529411764, layer_scale=1e-06, name="features_5_2")
-    x = cn_block(x, sd_prob=0.052941176470588235, layer_scale=1e-06, name="features_5_3")
-    x = cn_block(x, sd_prob=0.058823529411764705, layer_scale=1e-06, name="features_5_4")
-    x = cn_block(x, sd_prob=0.06470588235294118, layer_scale=1e-06, name="features_5_5")
-    x = cn_block(x, sd_prob=0.07058823529411766, layer_scale=1e-06, name="features_5_6")
-    x = cn_block(x, sd_prob=0.07647058823529412, layer_scale=1e-06, name="features_5_7")
-    x = cn_block(x, sd_prob=0.0823529411764706, layer_scale=1e-06, name="features_5_8")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 6 / 17, layer_scale=1e-06, name="features_5_0")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 7 / 17, layer_scale=1e-06, name="features_5_1")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 8 / 17, layer_scale=1e-06, name="features_5_2")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 9 / 17, layer_scale=1e-06, name="features_5_3")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 10 / 17, layer_scale=1e-06, name="features_5_4")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 11 / 17, layer_scale=1e-06, name="features_5_5")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 12 / 17, layer_scale=1e-06, name="features_5_6")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 13 / 17, layer_scale=1e-06, name="features_5_7")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 14 / 17, layer_scale=1e-06, name="features_5_8")
     x = layers.LayerNormalization(epsilon=1e-06, name="features_6_0")(x)
     x = layers.Conv2D(
         768,
@@ -129,9 +129,9 @@ def convnext_tiny(num_classes=1000, input_shape=(224, 224, 3)):
         bias_initializer=FanInUniform(1536),
         name="features_6_1",
     )(x)
-    x = cn_block(x, sd_prob=0.08823529411764706, layer_scale=1e-06, name="features_7_0")
-    x = cn_block(x, sd_prob=0.09411764705882353, layer_scale=1e-06, name="features_7_1")
-    x = cn_block(x, sd_prob=0.1, layer_scale=1e-06, name="features_7_2")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 15 / 17, layer_scale=1e-06, name="features_7_0")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 16 / 17, layer_scale=1e-06, name="features_7_1")
+    x = cn_block(x, sd_prob=stochastic_depth_prob * 17 / 17, layer_scale=1e-06, name="features_7_2")
     x = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")(x)
     x = layers.LayerNormalization(epsilon=1e-06, name="classifier_0")(x)
     x = layers.Flatten(name="classifier_1")(x)

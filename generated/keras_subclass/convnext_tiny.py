@@ -102,9 +102,12 @@ class CNBlock(keras.layers.Layer):
 class ConvnextTiny(keras.Model):
     """ConvNeXt-Tiny with torchvision's structure, state_dict keys and outputs"""
 
-    def __init__(self, num_classes=1000, **kwargs):
+    def __init__(self, num_classes=1000, stochastic_depth_prob=0.1, **kwargs):
         super().__init__(**kwargs)
-        self.init_args = {"num_classes": num_classes}
+        self.init_args = {
+            "num_classes": num_classes,
+            "stochastic_depth_prob": stochastic_depth_prob,
+        }
         self.features_0_0 = layers.Conv2D(
             96,
             4,
@@ -115,9 +118,15 @@ class ConvnextTiny(keras.Model):
         )
         self.features_0_1 = layers.LayerNormalization(epsilon=1e-06, name="features_0_1")
         self.features_1_0 = [
-            CNBlock(96, sd_prob=0.0, layer_scale=1e-06, name="features_1_0"),
-            CNBlock(96, sd_prob=0.0058823529411764705, layer_scale=1e-06, name="features_1_1"),
-            CNBlock(96, sd_prob=0.011764705882352941, layer_scale=1e-06, name="features_1_2"),
+            CNBlock(
+                96, sd_prob=stochastic_depth_prob * 0 / 17, layer_scale=1e-06, name="features_1_0"
+            ),
+            CNBlock(
+                96, sd_prob=stochastic_depth_prob * 1 / 17, layer_scale=1e-06, name="features_1_1"
+            ),
+            CNBlock(
+                96, sd_prob=stochastic_depth_prob * 2 / 17, layer_scale=1e-06, name="features_1_2"
+            ),
         ]
         self.features_2_0 = layers.LayerNormalization(epsilon=1e-06, name="features_2_0")
         self.features_2_1 = layers.Conv2D(
@@ -129,9 +138,15 @@ class ConvnextTiny(keras.Model):
             name="features_2_1",
         )
         self.features_3_0 = [
-            CNBlock(192, sd_prob=0.017647058823529415, layer_scale=1e-06, name="features_3_0"),
-            CNBlock(192, sd_prob=0.023529411764705882, layer_scale=1e-06, name="features_3_1"),
-            CNBlock(192, sd_prob=0.029411764705882353, layer_scale=1e-06, name="features_3_2"),
+            CNBlock(
+                192, sd_prob=stochastic_depth_prob * 3 / 17, layer_scale=1e-06, name="features_3_0"
+            ),
+            CNBlock(
+                192, sd_prob=stochastic_depth_prob * 4 / 17, layer_scale=1e-06, name="features_3_1"
+            ),
+            CNBlock(
+                192, sd_prob=stochastic_depth_prob * 5 / 17, layer_scale=1e-06, name="features_3_2"
+            ),
         ]
         self.features_4_0 = layers.LayerNormalization(epsilon=1e-06, name="features_4_0")
         self.features_4_1 = layers.Conv2D(
@@ -143,15 +158,33 @@ class ConvnextTiny(keras.Model):
             name="features_4_1",
         )
         self.features_5_0 = [
-            CNBlock(384, sd_prob=0.03529411764705883, layer_scale=1e-06, name="features_5_0"),
-            CNBlock(384, sd_prob=0.0411764705882353, layer_scale=1e-06, name="features_5_1"),
-            CNBlock(384, sd_prob=0.047058823529411764, layer_scale=1e-06, name="features_5_2"),
-            CNBlock(384, sd_prob=0.052941176470588235, layer_scale=1e-06, name="features_5_3"),
-            CNBlock(384, sd_prob=0.058823529411764705, layer_scale=1e-06, name="features_5_4"),
-            CNBlock(384, sd_prob=0.06470588235294118, layer_scale=1e-06, name="features_5_5"),
-            CNBlock(384, sd_prob=0.07058823529411766, layer_scale=1e-06, name="features_5_6"),
-            CNBlock(384, sd_prob=0.07647058823529412, layer_scale=1e-06, name="features_5_7"),
-            CNBlock(384, sd_prob=0.0823529411764706, layer_scale=1e-06, name="features_5_8"),
+            CNBlock(
+                384, sd_prob=stochastic_depth_prob * 6 / 17, layer_scale=1e-06, name="features_5_0"
+            ),
+            CNBlock(
+                384, sd_prob=stochastic_depth_prob * 7 / 17, layer_scale=1e-06, name="features_5_1"
+            ),
+            CNBlock(
+                384, sd_prob=stochastic_depth_prob * 8 / 17, layer_scale=1e-06, name="features_5_2"
+            ),
+            CNBlock(
+                384, sd_prob=stochastic_depth_prob * 9 / 17, layer_scale=1e-06, name="features_5_3"
+            ),
+            CNBlock(
+                384, sd_prob=stochastic_depth_prob * 10 / 17, layer_scale=1e-06, name="features_5_4"
+            ),
+            CNBlock(
+                384, sd_prob=stochastic_depth_prob * 11 / 17, layer_scale=1e-06, name="features_5_5"
+            ),
+            CNBlock(
+                384, sd_prob=stochastic_depth_prob * 12 / 17, layer_scale=1e-06, name="features_5_6"
+            ),
+            CNBlock(
+                384, sd_prob=stochastic_depth_prob * 13 / 17, layer_scale=1e-06, name="features_5_7"
+            ),
+            CNBlock(
+                384, sd_prob=stochastic_depth_prob * 14 / 17, layer_scale=1e-06, name="features_5_8"
+            ),
         ]
         self.features_6_0 = layers.LayerNormalization(epsilon=1e-06, name="features_6_0")
         self.features_6_1 = layers.Conv2D(
@@ -163,9 +196,15 @@ class ConvnextTiny(keras.Model):
             name="features_6_1",
         )
         self.features_7_0 = [
-            CNBlock(768, sd_prob=0.08823529411764706, layer_scale=1e-06, name="features_7_0"),
-            CNBlock(768, sd_prob=0.09411764705882353, layer_scale=1e-06, name="features_7_1"),
-            CNBlock(768, sd_prob=0.1, layer_scale=1e-06, name="features_7_2"),
+            CNBlock(
+                768, sd_prob=stochastic_depth_prob * 15 / 17, layer_scale=1e-06, name="features_7_0"
+            ),
+            CNBlock(
+                768, sd_prob=stochastic_depth_prob * 16 / 17, layer_scale=1e-06, name="features_7_1"
+            ),
+            CNBlock(
+                768, sd_prob=stochastic_depth_prob * 17 / 17, layer_scale=1e-06, name="features_7_2"
+            ),
         ]
         self.avgpool = layers.GlobalAveragePooling2D(keepdims=True, name="avgpool")
         self.classifier_0 = layers.LayerNormalization(epsilon=1e-06, name="classifier_0")
@@ -204,8 +243,10 @@ class ConvnextTiny(keras.Model):
         return {**super().get_config(), **self.init_args}
 
 
-def convnext_tiny(num_classes=1000, input_shape=(224, 224, 3)):
+def convnext_tiny(num_classes=1000, stochastic_depth_prob=0.1, input_shape=(224, 224, 3)):
     """ConvNeXt-Tiny with torchvision's structure, state_dict keys and outputs"""
-    model = ConvnextTiny(num_classes=num_classes, name="convnext_tiny")
+    model = ConvnextTiny(
+        num_classes=num_classes, stochastic_depth_prob=stochastic_depth_prob, name="convnext_tiny"
+    )
     model(keras.ops.zeros((1, *input_shape)))  # builds every layer
     return model

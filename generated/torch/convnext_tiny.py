@@ -78,42 +78,42 @@ class CNBlock(nn.Module):
 class ConvnextTiny(nn.Module):
     """ConvNeXt-Tiny with torchvision's structure, state_dict keys and outputs"""
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, num_classes: int = 1000, stochastic_depth_prob: float = 0.1) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Sequential(nn.Conv2d(3, 96, kernel_size=4, stride=4), LayerNorm2d(96, eps=1e-06)),
             nn.Sequential(
-                CNBlock(96, sd_prob=0.0, layer_scale=1e-06),
-                CNBlock(96, sd_prob=0.0058823529411764705, layer_scale=1e-06),
-                CNBlock(96, sd_prob=0.011764705882352941, layer_scale=1e-06),
+                CNBlock(96, sd_prob=stochastic_depth_prob * 0 / 17, layer_scale=1e-06),
+                CNBlock(96, sd_prob=stochastic_depth_prob * 1 / 17, layer_scale=1e-06),
+                CNBlock(96, sd_prob=stochastic_depth_prob * 2 / 17, layer_scale=1e-06),
             ),
             nn.Sequential(LayerNorm2d(96, eps=1e-06), nn.Conv2d(96, 192, kernel_size=2, stride=2)),
             nn.Sequential(
-                CNBlock(192, sd_prob=0.017647058823529415, layer_scale=1e-06),
-                CNBlock(192, sd_prob=0.023529411764705882, layer_scale=1e-06),
-                CNBlock(192, sd_prob=0.029411764705882353, layer_scale=1e-06),
+                CNBlock(192, sd_prob=stochastic_depth_prob * 3 / 17, layer_scale=1e-06),
+                CNBlock(192, sd_prob=stochastic_depth_prob * 4 / 17, layer_scale=1e-06),
+                CNBlock(192, sd_prob=stochastic_depth_prob * 5 / 17, layer_scale=1e-06),
             ),
             nn.Sequential(
                 LayerNorm2d(192, eps=1e-06), nn.Conv2d(192, 384, kernel_size=2, stride=2)
             ),
             nn.Sequential(
-                CNBlock(384, sd_prob=0.03529411764705883, layer_scale=1e-06),
-                CNBlock(384, sd_prob=0.0411764705882353, layer_scale=1e-06),
-                CNBlock(384, sd_prob=0.047058823529411764, layer_scale=1e-06),
-                CNBlock(384, sd_prob=0.052941176470588235, layer_scale=1e-06),
-                CNBlock(384, sd_prob=0.058823529411764705, layer_scale=1e-06),
-                CNBlock(384, sd_prob=0.06470588235294118, layer_scale=1e-06),
-                CNBlock(384, sd_prob=0.07058823529411766, layer_scale=1e-06),
-                CNBlock(384, sd_prob=0.07647058823529412, layer_scale=1e-06),
-                CNBlock(384, sd_prob=0.0823529411764706, layer_scale=1e-06),
+                CNBlock(384, sd_prob=stochastic_depth_prob * 6 / 17, layer_scale=1e-06),
+                CNBlock(384, sd_prob=stochastic_depth_prob * 7 / 17, layer_scale=1e-06),
+                CNBlock(384, sd_prob=stochastic_depth_prob * 8 / 17, layer_scale=1e-06),
+                CNBlock(384, sd_prob=stochastic_depth_prob * 9 / 17, layer_scale=1e-06),
+                CNBlock(384, sd_prob=stochastic_depth_prob * 10 / 17, layer_scale=1e-06),
+                CNBlock(384, sd_prob=stochastic_depth_prob * 11 / 17, layer_scale=1e-06),
+                CNBlock(384, sd_prob=stochastic_depth_prob * 12 / 17, layer_scale=1e-06),
+                CNBlock(384, sd_prob=stochastic_depth_prob * 13 / 17, layer_scale=1e-06),
+                CNBlock(384, sd_prob=stochastic_depth_prob * 14 / 17, layer_scale=1e-06),
             ),
             nn.Sequential(
                 LayerNorm2d(384, eps=1e-06), nn.Conv2d(384, 768, kernel_size=2, stride=2)
             ),
             nn.Sequential(
-                CNBlock(768, sd_prob=0.08823529411764706, layer_scale=1e-06),
-                CNBlock(768, sd_prob=0.09411764705882353, layer_scale=1e-06),
-                CNBlock(768, sd_prob=0.1, layer_scale=1e-06),
+                CNBlock(768, sd_prob=stochastic_depth_prob * 15 / 17, layer_scale=1e-06),
+                CNBlock(768, sd_prob=stochastic_depth_prob * 16 / 17, layer_scale=1e-06),
+                CNBlock(768, sd_prob=stochastic_depth_prob * 17 / 17, layer_scale=1e-06),
             ),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -128,6 +128,6 @@ class ConvnextTiny(nn.Module):
         return out
 
 
-def convnext_tiny(num_classes: int = 1000) -> ConvnextTiny:
+def convnext_tiny(num_classes: int = 1000, stochastic_depth_prob: float = 0.1) -> ConvnextTiny:
     """ConvNeXt-Tiny with torchvision's structure, state_dict keys and outputs"""
-    return ConvnextTiny(num_classes=num_classes)
+    return ConvnextTiny(num_classes=num_classes, stochastic_depth_prob=stochastic_depth_prob)

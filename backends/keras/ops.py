@@ -145,6 +145,8 @@ def fan_in_src(a: Args, op: ir.Conv2d) -> str:
     chans = a["in_channels"]
     if a.const("in_channels") is not VARIES and a.const("groups") is not VARIES:
         return str(a.const("in_channels") // a.const("groups") * per_pixel)
+    if a["groups"] == chans:  # depthwise: one input channel per group
+        return str(per_pixel)
     groups = "" if a.const("groups") == 1 else f" // {a['groups']}"
     chans = chans if chans.isidentifier() else f"({chans})"
     return f"{chans}{groups} * {per_pixel}" if per_pixel != 1 or groups else chans

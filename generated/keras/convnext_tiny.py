@@ -52,7 +52,7 @@ def cn_block(inputs, sd_prob, layer_scale, *, name):
         padding="same",
         groups=in_channels,
         kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
-        bias_initializer=FanInUniform(in_channels // in_channels * 49),
+        bias_initializer=FanInUniform(49),
         name=f"{name}_block_0",
     )(inputs)
     x = layers.LayerNormalization(epsilon=1e-06, name=f"{name}_block_2")(x)

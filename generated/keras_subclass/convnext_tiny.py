@@ -60,7 +60,7 @@ class CNBlock(keras.layers.Layer):
             padding="same",
             groups=in_channels,
             kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
-            bias_initializer=FanInUniform(in_channels // in_channels * 49),
+            bias_initializer=FanInUniform(49),
             name=f"{self.name}_block_0",
         )
         self.block_2 = layers.LayerNormalization(epsilon=1e-06, name=f"{self.name}_block_2")

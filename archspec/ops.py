@@ -255,15 +255,19 @@ def _linear(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
             "add {op: flatten} or a global pool first (or {op: channels_last} for a linear "
             "over each pixel's channels)",
         )
-    out = check_channels(f["out"], "out")
-    op = ir.Linear(
-        in_features=shapes[0][0],
-        out_features=out,
+    op = linear_op(f, shapes[0][0])
+    return op, (op.out_features,)
+
+
+def linear_op(f: dict[str, Any], in_features: int) -> ir.Linear:
+    """The Linear of a linear item reading `in_features` (flat, or each pixel's channels)."""
+    return ir.Linear(
+        in_features=in_features,
+        out_features=check_channels(f["out"], "out"),
         bias=flag(f["bias"], "bias"),
         weight_init=init(f["init"]),
         bias_init=init(f["bias_init"]),
     )
-    return op, (out,)
 
 
 @rule("batch_norm")
@@ -449,12 +453,16 @@ def _layer_norm(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
         raise OpError(
             None, f"layer_norm needs (C, H, W) or (features,), got {fmt_shape(shapes[0])}"
         )
-    op = ir.LayerNorm(
-        num_features=shapes[0][0],
+    return layer_norm_op(f, shapes[0][0]), shapes[0]
+
+
+def layer_norm_op(f: dict[str, Any], num_features: int) -> ir.LayerNorm:
+    """The LayerNorm of a layer_norm item over `num_features` channels or features."""
+    return ir.LayerNorm(
+        num_features=num_features,
         eps=number(f["eps"], "eps", low=0, low_open=True),
         affine=flag(f["affine"], "affine"),
     )
-    return op, shapes[0]
 
 
 @rule("scale")
@@ -509,24 +517,12 @@ def _channels_first(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shap
 
 def _last_linear(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
     h, w, c = shapes[0]
-    out = check_channels(f["out"], "out")
-    op = ir.Linear(
-        in_features=c,
-        out_features=out,
-        bias=flag(f["bias"], "bias"),
-        weight_init=init(f["init"]),
-        bias_init=init(f["bias_init"]),
-    )
-    return op, (h, w, out)
+    op = linear_op(f, c)
+    return op, (h, w, op.out_features)
 
 
 def _last_layer_norm(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
-    op = ir.LayerNorm(
-        num_features=shapes[0][-1],
-        eps=number(f["eps"], "eps", low=0, low_open=True),
-        affine=flag(f["affine"], "affine"),
-    )
-    return op, shapes[0]
+    return layer_norm_op(f, shapes[0][-1]), shapes[0]
 
 
 def _last_channels_first(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:

@@ -19,11 +19,9 @@ from archspec import ir
 from archspec.errors import SpecError
 from archspec.expr import (
     Binary,
-    Call,
     Expr,
     ExprError,
     IfElse,
-    Index,
     ListLit,
     Name,
     Num,
@@ -113,7 +111,7 @@ def fold(node: Expr) -> Expr:
         value = getattr(node, f.name)
         if isinstance(value, tuple):
             changes[f.name] = tuple(fold(v) for v in value)
-        elif isinstance(value, Num | Str | Name | Unary | Binary | IfElse | Call | Index | ListLit):
+        elif isinstance(value, Expr):
             changes[f.name] = fold(value)
     return replace(node, **changes) if changes else node
 

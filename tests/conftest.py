@@ -17,6 +17,30 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 with contextlib.suppress(ImportError):
     import triton  # noqa: F401
 
+
+def _keep_registered_builtins_alive() -> None:
+    """TorchScript maps functions to builtin ops by `id()` without keeping them alive, and
+    torch.compile re-registers some ops, freeing the old ones. A tuple later allocated at a
+    freed address (Conv2d's `_reversed_padding_repeated_twice`) is then taken for a builtin:
+    `torch.jit.script` fails with "builtin cannot be used as a value", depending on which
+    tests ran before in the worker. Keeping every registered function alive keeps its id
+    unique."""
+    try:
+        import torch.jit._builtins as builtins
+    except ImportError:
+        return
+    register = builtins._register_builtin
+    kept: list[object] = []
+
+    def register_and_keep(fn: object, op: str) -> None:
+        kept.append(fn)
+        register(fn, op)
+
+    builtins._register_builtin = register_and_keep
+
+
+_keep_registered_builtins_alive()
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

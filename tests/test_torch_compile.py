@@ -51,3 +51,20 @@ def test_torchscript(name: str) -> None:
         got = scripted(x)
     assert got.shape == want.shape
     assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
+
+
+def test_compile_leaves_no_freed_function_in_torchscripts_builtin_table() -> None:
+    """torch.compile re-registers ops with TorchScript, which keys its builtin table by id();
+    conftest keeps the replaced ones alive, so no id in the table can be reused by a new
+    object and mistaken for a builtin by a later `torch.jit.script` (a CI flake it caused)."""
+    import gc
+
+    import torch.jit._builtins as builtins
+
+    module, graph = generate_module("resnet18", input_size=(32, 32))
+    model = getattr(module, graph.name)().eval()
+    with torch.no_grad():
+        torch.compile(model, fullgraph=True)(torch.randn(1, 3, 32, 32))
+    live = {id(obj) for obj in gc.get_objects()} | {id(fn) for fn, _ in builtins._builtin_ops}
+    freed = [op for key, op in builtins._get_builtin_table().items() if key not in live]
+    assert freed == []

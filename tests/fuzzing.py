@@ -3,8 +3,9 @@
 Each case copies one zoo spec and the libraries (`specs/lib/*.yaml`) into a fresh folder,
 applies one to three mutations to the spec or to the library it extends (a deleted key, a
 value of another type, random text, a huge or non-finite number, deep nesting, a hostile
-name or file name, a random expression, a huge repeat, or broken YAML syntax), and runs
-`archspec validate` in process (click's CliRunner). The contract checked:
+name or file name, a random expression, a huge repeat, a damaged stage table or numbering,
+or broken YAML syntax), and runs `archspec validate` in process (click's CliRunner). The
+contract checked:
 
 - the command ends with exit 0 or 2, never another exception, never a traceback, within
   CASE_SECONDS and without growing the process's peak memory by more than CASE_MEMORY_MB;
@@ -256,6 +257,45 @@ def nest(value: Any, depth: int, rng: random.Random) -> Any:
     return value
 
 
+NUMBERINGS = ["flat", "nested", "across", "Flat", "", None, 1, True, ["flat"]]
+
+
+def mutate_table(data: Any, rng: random.Random) -> str:
+    """Damage the stage-table constructs (`table:` rows, their columns, `numbering:`), which
+    random slots rarely reach: a spec without a table gets one on a block item; returns the
+    kind (for the counts)."""
+    dicts = [c[k] for c, k in slots(data) if isinstance(c[k], dict)]
+    tables = [d for d in dicts if isinstance(d.get("table"), list) and d["table"]]
+    choice = rng.randrange(7)
+    if not tables or choice == 0:
+        target = rng.choice([d for d in dicts if "block" in d] or dicts or [data])
+        target["table"] = [{"c": rng.choice(NUMBERS)} for _ in range(rng.randint(0, 3))]
+        if rng.random() < 0.5:
+            target["repeat"] = rng.choice(["$c", "${c * 2}", 2])
+        return "table_added"
+    item = rng.choice(tables)
+    rows = item["table"]
+    row = rng.choice(rows)
+    if choice == 1 and isinstance(row, dict) and row:
+        del row[rng.choice(sorted(row, key=str))]
+        return "table_column_dropped"
+    if choice == 2 and isinstance(row, dict) and row:
+        row[rng.choice(sorted(row, key=str))] = rng.choice(
+            [random_value(rng), random_expression(rng), rng.choice(NUMBERS)]
+        )
+        return "table_value"
+    if choice == 3:
+        extra = rng.choice(["block_index", "block_count", "index", random_text(rng) or "x"])
+        rows.append({**row, extra: 1} if isinstance(row, dict) else row)
+        return "table_column_added"
+    if choice == 4:
+        item["table"] = rng.choice([[], rows * rng.choice([2, 50, 500]), random_value(rng)])
+        return "table_rows"
+    scope = rng.choice([item, *[d for d in dicts if "body" in d]])
+    scope["numbering"] = rng.choice(NUMBERINGS)
+    return "numbering"
+
+
 def mutate(data: Any, rng: random.Random) -> str:
     """Apply one mutation in place; returns its kind (for the counts)."""
     places = slots(data)
@@ -274,8 +314,11 @@ def mutate(data: Any, rng: random.Random) -> str:
             "expr",
             "repeat",
             "duplicate",
+            "table",
         ]
     )
+    if kind == "table":
+        return mutate_table(data, rng)
     if kind == "delete":
         del container[key]
     elif kind == "type":

@@ -240,3 +240,29 @@ def test_unwritable_folder_error_names_the_target(tmp_path: Path) -> None:
     blocker.write_text("a file where a folder should be\n")
     code, _, err = run("gen", "resnet18", "--backend", "torch", "-o", str(blocker / "sub"))
     assert code == 1 and "Traceback" not in err and "out/sub" in err and ".tmp" not in err
+
+
+def test_generated_python_that_does_not_compile_is_refused_and_not_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An emitter bug (here: a torch file cut short) is a clear error, and the previous
+    file stays as it was."""
+    from archspec.backend import Artifact
+    from archspec.backend import get as get_backend
+
+    backend = get_backend("torch")
+    emit = type(backend).emit
+
+    def broken(self: object, spec: object, graph: object, options: object) -> Artifact:
+        good = emit(self, spec, graph, options)  # type: ignore[arg-type]
+        return Artifact(good.filename, good.content + b"\nif True:\n")
+
+    code, _, _ = run("gen", "resnet18", "--backend", "torch", "-o", str(tmp_path))
+    assert code == 0
+    before = (tmp_path / "resnet18.py").read_bytes()
+    monkeypatch.setattr(type(backend), "emit", broken)
+    code, _, err = run("gen", "resnet18", "--backend", "torch", "-o", str(tmp_path))
+    assert code == 2 and "Traceback" not in err
+    assert "internal error: the torch backend generated resnet18.py that does not compile" in err
+    assert "nothing was written" in err
+    assert (tmp_path / "resnet18.py").read_bytes() == before

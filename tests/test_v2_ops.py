@@ -766,6 +766,39 @@ def test_a_permute_is_absent_in_some_instances_is_refused_by_source_backends(
         source(path, "torch")
 
 
+@pytest.mark.parametrize("present", [True, False])
+def test_an_optional_group_of_permutes_only_passes_its_input_on(
+    present: bool, tmp_path: Path
+) -> None:
+    """A `when:` group holding only a permute there and back is an identity: Keras (NHWC
+    already) prints no layer and no `if` for it, in a block and at the top level, and every
+    backend computes what torch does."""
+    perms = [{"op": "channels_last"}, {"op": "channels_first"}]
+    conv = {"op": "conv", "out": 4, "kernel": 3, "padding": 1}
+    data = {
+        "inputs": {"image": [4, 5, 5]},
+        "params": {"last": {"type": "bool", "default": present}},
+        "blocks": {
+            "B": {
+                "params": {"last": "bool"},
+                "body": [conv, {"perm": {"when": "$last", "body": perms}}, {"op": "relu"}],
+            }
+        },
+        "body": [
+            {"a": {"block": "B", "args": {"last": "$last"}}},
+            {"perm": {"when": "$last", "body": perms}},
+            {"pool": {"op": "global_avg_pool"}},
+            {"fc": {"op": "linear", "out": 3}},
+        ],
+    }
+    path = write(tmp_path, data)
+    for style in ("functional", "subclass"):
+        keras_src = source(path, "keras", style=style)
+        assert "if last" not in keras_src and "Sequential([]" not in keras_src, style
+        assert "perm" not in keras_src, style
+    assert_backends_agree(path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("make", [convnext_net, shufflenet_net, cnblock_net])
 def test_generated_v2_helpers_script_and_compile(make: Any, tmp_path: Path) -> None:

@@ -211,6 +211,9 @@ class FunctionPrinter:
                 self.alias(step.out, step.last)
                 return
             apps = self.chain_apps(step.body, names.inner(step.key, step.label))
+            if not apps:  # only permutes (NHWC already): present or not, it passes x on
+                self.alias(step.out, step.input)
+                return
             self.apply(body, [step.input], self.slot(step.out), apps, self.test(step.cond))
         elif step.unrolled is not None:
             source = step.input

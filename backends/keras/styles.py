@@ -127,6 +127,9 @@ class LayerPrinter(FunctionPrinter):
     def step(self, step: Step, names: Names, body: list[Any]) -> None:
         if isinstance(step, GroupStep | BlockStep) and step.cond is not None:
             layers = self.chain_codes([step], names)
+            if not layers:  # only permutes (NHWC already): no member, x passes on
+                self.alias(step.out, step.input)
+                return
             label = names.of(step.key, step.label)
             code = layers[0] if len(layers) == 1 else sequential(layers, label)
             access = self.place(code, self.attr(names, step.key), step.cond)

@@ -229,15 +229,18 @@ body:
 
 @pytest.mark.parametrize("deep", [True, False])
 def test_nested_rows_in_a_block_class_and_an_absent_table(tmp_path: Path, deep: bool) -> None:
-    """A table in a block's body: one class for both instances, its rows' values
-    per-instance arguments named after the row (`rows_1_rate`); an absent nested table
-    in a flat scope takes no number (the relu is features.1 without it)."""
+    """A table in a block's body: one class for both instances, whose calls print each
+    row's values folded into the class's own parameters (`width * 2`, `p * 1 / 3`), never
+    extra per-instance constructor arguments; an absent nested table in a flat scope takes
+    no number (the relu is features.1 without it)."""
     path = tmp_path / "tower.yaml"
     path.write_text(TOWER)
     spec = load(path)
     source = torch_source(spec, lower(spec, {"deep": deep}))
     assert source.count("class Tower(nn.Module):") == 1
-    assert "rows_1_rate: float," in source
+    assert "def __init__(self, in_channels: int, width: int, p: float = 0.1) -> None:" in source
+    assert "Unit(width * 1, out_channels=width * 2, rate=p * 1 / 3)," in source
+    assert "rows_1_rate" not in source
     module, graph = generate_module(path, {"deep": deep}, directory=tmp_path)
     keys = [k for k in getattr(module, graph.name)().state_dict() if k.endswith("conv.weight")]
     rows = ["rows.0.0", "rows.1.0", "rows.1.1"]
@@ -248,3 +251,38 @@ def test_nested_rows_in_a_block_class_and_an_absent_table(tmp_path: Path, deep: 
     assert graph.node("features.3" if deep else "features.1").op.kind == "relu"
     rates = {s.path: dict(s.args) for s in graph.scopes if s.args}
     assert rates["t2.rows.1.1"]["rate"] == 0.2 * 2 / 3
+    model = getattr(module, graph.name)()
+    built = {
+        n: m.p
+        for n, m in model.named_modules()
+        if type(m).__name__ == "StochasticDepth" and n.startswith(("t1.", "t2."))
+    }
+    assert built == {f"{s}.drop": rates[s]["rate"] for s in rates if ".rows." in s}
+
+
+@pytest.mark.slow
+def test_a_table_in_a_block_class_parity_in_every_backend(tmp_path: Path) -> None:
+    """The folded per-call arguments build the same model in Keras (both styles) and ONNX;
+    Keras prints the rates as torch does."""
+    from archspec_keras.parity import KerasRunner
+    from archspec_onnx.parity import OnnxRunner
+    from archspec_torch.parity import TorchRunner
+
+    from archspec.backend import get as get_backend
+    from archspec.parity import run_parity
+
+    path = tmp_path / "tower.yaml"
+    path.write_text(TOWER)
+    spec = load(path)
+    graph = lower(spec)
+    runners = [
+        TorchRunner(name="torch64", float64=True),
+        KerasRunner(),
+        KerasRunner("subclass"),
+        OnnxRunner(),
+    ]
+    for report in run_parity(spec, graph, runners, batch=2):
+        assert report.passed, (report.other, report.first_divergence)
+    for style in ("functional", "subclass"):
+        keras = get_backend("keras").emit(spec, graph, {"style": style}).content.decode()
+        assert "out_channels=width * 2, rate=p * 1 / 3," in keras, style

@@ -906,7 +906,7 @@ class ClassWalker:
             raw = item.args.get(pname) if raw is None else raw
             values = [dict(s.args)[pname] for s in scopes]
             sym = self.sym(raw)
-            if sym is None and self.is_model:  # names bound per call: values folded in
+            if sym is None:  # names bound per call (a repeat, a table): values folded in
                 sym = self.call_sym(
                     raw, [{**f.env, **dict(s.bound)} for f, s in zip(frames, scopes, strict=True)]
                 )

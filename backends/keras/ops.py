@@ -148,8 +148,10 @@ def fan_in_src(a: Args, op: ir.Conv2d) -> str:
     if a["groups"] == chans:  # depthwise: one input channel per group
         return str(per_pixel)
     groups = "" if a.const("groups") == 1 else f" // {a['groups']}"
+    if per_pixel == 1 and not groups:
+        return chans
     chans = chans if chans.isidentifier() else f"({chans})"
-    return f"{chans}{groups} * {per_pixel}" if per_pixel != 1 or groups else chans
+    return f"{chans}{groups} * {per_pixel}"
 
 
 # ---------------------------------------------------------------------------- printers

@@ -156,6 +156,8 @@ def _one(err: ErrorDetails, source: Source) -> tuple[Path, str, str]:
                 o.strip(" '") for o in str(ctx.get("expected", "")).replace(" or ", ", ").split(",")
             ]
             hint = suggest(value, [o for o in options if o]).split(" (known")[0]
+            if path[-1:] == ("numbering",):
+                hint = NUMBERING_HINTS.get(value.lower(), hint)
         return path, f"expected {ctx.get('expected', '?')}, got {got}{hint}", "expect"
     if kind in ("too_short", "too_long"):
         bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
@@ -166,6 +168,20 @@ def _one(err: ErrorDetails, source: Source) -> tuple[Path, str, str]:
     prefix = kind.split("_")[0]
     expected = _EXPECTED.get(prefix, err["msg"].lower())
     return path, f"expected {expected}, got {got}", "expect"
+
+
+# `numbering:` means one thing on a scope (how its items are named) and another on a table
+# block item (how its rows are numbered): a value of the other kind says where it belongs.
+NUMBERING_HINTS = {
+    "nested": "; 'nested' numbers the rows of a table block item (an item with `block:` and "
+    "`table:`); a scope's items are numbered by 'position' or 'flat'",
+    "across": "; 'across' numbers the rows of a table block item (an item with `block:` and "
+    "`table:`); a scope's items are numbered by 'position' or 'flat'",
+    "flat": "; 'flat' numbers a scope's items (put the item in a scope with `numbering: flat`); "
+    "a table block item's rows are numbered 'across' or 'nested'",
+    "position": "; 'position' numbers a scope's items; a table block item's rows are "
+    "numbered 'across' or 'nested'",
+}
 
 
 def translate(exc: ValidationError, source: Source) -> SpecError:

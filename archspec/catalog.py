@@ -45,6 +45,8 @@ OP_DOCS: dict[str, str] = {
     "also channels-last",
     "scale": "a learnable factor per channel, x * weight (ConvNeXt's layer scale)",
     "chunk": "part index of chunks equal channel parts (x.chunk(chunks, dim=1)[index])",
+    "split": "the channels cut into parts at once, read as <item>.0, <item>.1, ... or by "
+    "outputs: names (x1, x2 = x.chunk(2, dim=1); sizes: torch.split)",
     "channels_last": "(C, H, W) -> (H, W, C), for linear / layer_norm per pixel (permute 0,2,3,1)",
     "channels_first": "(H, W, C) -> (C, H, W): back from channels_last (permute 0, 3, 1, 2)",
     "mul": "elementwise product of 2 inputs; H and W broadcast ((C, 1, 1) gates (C, H, W))",
@@ -95,7 +97,6 @@ _ALIASES: dict[str, Alias] = {
     "multiply": _same("mul"),
     "droppath": _same("stochastic_depth"),
     "shuffle": _same("channel_shuffle"),
-    "split": _same("chunk", "(one item per part: {op: chunk, chunks: 2, index: 0}, ...)"),
     "layerscale": _same("scale", "(init_value: 1.0e-6 for ConvNeXt)"),
     "permute": _same("channels_last", "(or channels_first: the two permutes ConvNeXt uses)"),
     "transpose": _same("channels_last", "(or channels_first: the two permutes ConvNeXt uses)"),

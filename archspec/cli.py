@@ -239,7 +239,7 @@ def ops() -> None:
         fields = [
             f + ("*" if info.is_required() else "")
             for f, info in OP_MODELS[name].model_fields.items()
-            if f not in COMMON_FIELDS
+            if f not in COMMON_FIELDS or f == "outputs"  # per item, but split's own
         ]
         if fields:
             say(f"{'':<{width}}  fields: {', '.join(fields)}")

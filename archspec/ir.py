@@ -305,6 +305,32 @@ class Chunk(IRModel):
     index: NonNegativeInt
 
 
+class Split(IRModel):
+    """The channels cut into consecutive parts at once, an op with several outputs
+    (ShuffleNetV2's `x1, x2 = x.chunk(2, dim=1)`): `chunks` equal parts, or parts of
+    `sizes` channels (torch.split), whichever the spec gave. Its outputs are the `Part`
+    nodes reading it, one per part in order (`Graph.parts`); the node's own shape is its
+    input's, the parts side by side, and nothing else may read it."""
+
+    kind: Literal["split"] = "split"
+    chunks: PositiveInt | None = None
+    sizes: tuple[PositiveInt, ...] | None = None
+
+    def part_sizes(self, channels: int) -> tuple[int, ...]:
+        if self.sizes is not None:
+            return self.sizes
+        assert self.chunks is not None
+        return (channels // self.chunks,) * self.chunks
+
+
+class Part(IRModel):
+    """Output `index` of the Split node it reads: a name for that value, computing nothing
+    (channels [sum(sizes[:index]), sum(sizes[:index + 1])) of the split's input)."""
+
+    kind: Literal["part"] = "part"
+    index: NonNegativeInt
+
+
 Op = Annotated[
     Input
     | Conv2d
@@ -336,6 +362,8 @@ Op = Annotated[
     | LayerNorm
     | Scale
     | Chunk
+    | Split
+    | Part
     | ChannelsLast
     | ChannelsFirst,
     Field(discriminator="kind"),
@@ -402,12 +430,21 @@ class Graph:
     # Valid but suspicious constructs found while lowering (archspec.checks), sorted by place.
     warnings: tuple[SpecWarning, ...] = field(default=(), compare=False)
     _index: dict[str, Node] = field(default_factory=dict, compare=False, repr=False)
+    _parts: dict[str, list[Node]] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._index.update({n.name: n for n in self.nodes})
+        for n in self.nodes:
+            if isinstance(n.op, Part):
+                self._parts.setdefault(n.inputs[0], []).append(n)
 
     def node(self, name: str) -> Node:
         return self._index[name]
 
     def __contains__(self, name: str) -> bool:
         return name in self._index
+
+    def parts(self, name: str) -> tuple[str, ...]:
+        """The outputs of the Split node `name`: its Part nodes, in order."""
+        found = self._parts.get(name, [])
+        return tuple(n.name for n in sorted(found, key=lambda n: n.op.index))  # type: ignore[union-attr]

@@ -33,7 +33,7 @@ from archspec.ops import (
 from archspec.params import check_value, coerce, describe_value
 from archspec.registry import PER_ITEM_FIELDS, Located, ResolvedSpec
 from archspec.source import Source
-from archspec.spec import BlockDef, BlockItem, ItemBase, ScopeItem
+from archspec.spec import BlockDef, BlockItem, ItemBase, ScopeItem, SplitOp
 
 V = TypeVar("V")
 COMMON_FIELDS = PER_ITEM_FIELDS  # fields every item has: not op fields
@@ -113,6 +113,7 @@ class Lowerer:
         self.context: list[str] = []
         self.params: dict[str, Any] = {}
         self.list_reads: checks.ListReads | None = None
+        self.parts: dict[str, list[str]] = {}  # split node -> how items name its parts
         self.warnings: list[SpecWarning] = []
 
     # ------------------------------------------------------------------ errors
@@ -279,6 +280,8 @@ class Lowerer:
                         (*spec.outputs.path, i),
                         f"unknown output '{oname}'{suggest(oname, top.known() - {'input'})}",
                     )
+                out_ctx = BlockCtx(env={}, source=spec.outputs.source, scope=(), block_type=None)
+                self.readable(ref, out_ctx, (*spec.outputs.path, i), oname)
                 if isinstance(self.nodes[ref].op, ir.Input):
                     self.warnings.append(
                         checks.output_is_input(
@@ -287,6 +290,7 @@ class Lowerer:
                     )
                 outputs.append(ref)
         else:
+            self.single_output(last, body.source, body.path, "the model's output")
             outputs.append(last)
         for i, out in enumerate(outputs):
             if self.nodes[out].layout == "channels_last":
@@ -352,6 +356,13 @@ class Lowerer:
             full = prefix + local
             sources = self.resolve_inputs(item, names, current, ctx, path)
             through = self.passed_on(item, sources, ctx, path)
+            if isinstance(item, SplitOp) and item.when is not None:
+                raise self.error(
+                    ctx.source,
+                    (*path, "when"),
+                    "a split cannot be optional: absent, its parts would have no value; "
+                    "put the condition on the items that read them",
+                )
             if item.when is not None:
                 cond = self.value(item.when, ctx.env, ctx.source, (*path, "when"))
                 if not isinstance(cond, bool):
@@ -378,6 +389,8 @@ class Lowerer:
                 out = self.lower_scope_item(item, path, full, sources, names, ctx)
             else:
                 out = self.lower_op(item, path, full, sources, ctx)
+                if isinstance(item, SplitOp):
+                    self.lower_parts(item, path, prefix, local, names, ctx)
             names.values[local] = out
             current = out
             number += 0 if spliced or item.name is not None else 1
@@ -430,7 +443,7 @@ class Lowerer:
         out: list[str] = []
         for ref, rpath in refs:
             if ref == "prev":
-                out.append(current)
+                out.append(self.readable(current, ctx, rpath))
                 continue
             found = names.lookup(ref)
             if found is None:
@@ -446,8 +459,56 @@ class Lowerer:
                     rpath,
                     f"unknown item '{ref}'{suggest(ref, names.known() | {'prev'})}",
                 )
-            out.append(found)
+            out.append(self.readable(found, ctx, rpath, ref))
         return out
+
+    def readable(self, node: str, ctx: BlockCtx, path: Path, ref: str | None = None) -> str:
+        """`node`, unless it is a split, whose value is its parts: those must be named."""
+        parts = self.parts.get(node)
+        if parts is None:
+            return node
+        listed = ", ".join(parts)
+        if ref is None:
+            message = (
+                f"the item before this one is a split into {len(parts)} parts; say which "
+                f"one to read with 'input' ({listed})"
+            )
+        else:
+            message = f"'{ref}' is a split into {len(parts)} parts; read one of them ({listed})"
+        raise self.error(ctx.source, path, message)
+
+    def lower_parts(
+        self, item: SplitOp, path: Path, prefix: str, local: str, names: Names[str], ctx: BlockCtx
+    ) -> None:
+        """One Part node per output of the split just lowered, named by `outputs:` or
+        `<item>.<i>`, each a name in this body."""
+        full = prefix + local
+        split = self.nodes[full]
+        assert isinstance(split.op, ir.Split)
+        sizes = split.op.part_sizes(split.shape[0])
+        if item.outputs is not None and len(item.outputs) != len(sizes):
+            raise self.error(
+                ctx.source,
+                (*path, "outputs"),
+                f"the split makes {len(sizes)} parts but 'outputs' names {len(item.outputs)}",
+            )
+        keys = part_keys(item, local, len(sizes))
+        for i, (key, size) in enumerate(zip(keys, sizes, strict=True)):
+            where = (*path, "outputs", i) if item.outputs is not None else path
+            if key in names.values or key in keys[:i] or key in names.declared:
+                raise self.error(ctx.source, where, f"duplicate name '{key}' in this body")
+            node = Node(
+                name=prefix + key,
+                op=ir.Part(index=i),
+                inputs=(full,),
+                shape=(size, *split.shape[1:]),
+                scope=ctx.scope,
+                block_type=ctx.block_type,
+                source=SourceRef(ctx.source.file, where),
+            )
+            self.add_node(node, ctx.source, where)
+            names.values[key] = node.name
+        self.parts[full] = keys
 
     # ------------------------------------------------------------------ ops
 
@@ -893,7 +954,20 @@ class Lowerer:
                         f"unknown output item '{bdef.output}'{suggest(bdef.output, names.known())}",
                     )
                 out = found
+            where = (*located.path, "output" if bdef.output is not None else "body")
+            self.single_output(out, located.source, where, f"block {block_name}'s output")
         return out
+
+    def single_output(self, node: str, source: Source, path: Path, what: str) -> None:
+        """A body's result is one tensor: never a split, whose parts must be named."""
+        if node in self.parts:
+            raise self.error(
+                source,
+                path,
+                f"{what} is a split into {len(self.parts[node])} parts "
+                f"({', '.join(self.parts[node])}); end with an item that reads them "
+                "(a concat), or name the one meant",
+            )
 
     def lower_scope_item(
         self,
@@ -941,6 +1015,11 @@ class Lowerer:
         finally:
             ctx.env = saved
         return current
+
+
+def part_keys(item: SplitOp, local: str, count: int) -> list[str]:
+    """How a body's items read the parts of split `local`: `outputs:`, or `local.i`."""
+    return item.outputs or [f"{local}.{i}" for i in range(count)]
 
 
 def optional_merge_message(item: ItemBase) -> str:

@@ -207,6 +207,8 @@ def _item_names(
         base: Path = (*list_path, i, item.name) if wrapped else (*list_path, i)
         if item.name is not None:
             yield "item", item.name, (base if wrapped else (*base, "name")), wrapped
+        for k, part in enumerate(getattr(item, "outputs", None) or ()):  # a split's parts
+            yield "item", part, (*base, "outputs", k), False
         share = getattr(item, "share", None)
         if share is not None:
             yield "share", share, (*base, "share"), False

@@ -477,19 +477,52 @@ def _scale(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
     return op, shapes[0]
 
 
-@rule("chunk")
-def _chunk(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+def channel_axis(shapes: list[Shape], what: str) -> int:
+    """The channels of a (C, H, W) or (F,) input, for the ops that cut them."""
     if len(shapes[0]) not in (1, 3):
-        raise OpError(None, f"chunk needs (C, H, W) or (features,), got {fmt_shape(shapes[0])}")
-    c = shapes[0][0]
-    chunks, index = f["chunks"], f["index"]
-    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks <= 0:
-        raise OpError("chunks", f"expected a positive int, got {chunks!r}")
+        raise OpError(None, f"{what} needs (C, H, W) or (features,), got {fmt_shape(shapes[0])}")
+    return shapes[0][0]
+
+
+def equal_parts(chunks: Any, c: int, least: int = 1) -> int:
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < least:
+        want = "a positive int" if least == 1 else f"an int >= {least}"
+        raise OpError("chunks", f"expected {want}, got {chunks!r}")
     if c % chunks:
         raise OpError("chunks", f"chunks={chunks} must divide the {c} input channels")
+    return chunks
+
+
+@rule("chunk")
+def _chunk(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    c = channel_axis(shapes, "chunk")
+    chunks, index = equal_parts(f["chunks"], c), f["index"]
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < chunks:
         raise OpError("index", f"expected an int from 0 to {chunks - 1}, got {index!r}")
     return ir.Chunk(chunks=chunks, index=index), (c // chunks, *shapes[0][1:])
+
+
+@rule("split")
+def _split(f: dict[str, Any], shapes: list[Shape]) -> tuple[ir.Op, Shape]:
+    """The split node keeps its input's shape; lowering adds one Part node per part."""
+    c = channel_axis(shapes, "split")
+    chunks, sizes = f["chunks"], f["sizes"]
+    if (chunks is None) == (sizes is None):
+        raise OpError(
+            None,
+            "split needs either 'chunks' (equal parts) or 'sizes' (channels per part)"
+            + (", not both" if chunks is not None else ""),
+        )
+    if chunks is not None:
+        return ir.Split(chunks=equal_parts(chunks, c, least=2)), shapes[0]
+    if not isinstance(sizes, list) or len(sizes) < 2:
+        raise OpError("sizes", f"expected a list of 2 or more channel counts, got {sizes!r}")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+            raise OpError("sizes", f"expected positive ints, got {size!r} in {sizes}")
+    if sum(sizes) != c:
+        raise OpError("sizes", f"sizes {sizes} sum to {sum(sizes)}, but the input has {c} channels")
+    return ir.Split(sizes=tuple(sizes)), shapes[0]
 
 
 # ---------------------------------------------------------------------------- channels-last

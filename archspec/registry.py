@@ -28,7 +28,9 @@ from archspec.validation_errors import translate
 
 T = TypeVar("T")
 STRICT = ConfigDict(strict=True)
-PER_ITEM_FIELDS = frozenset({"op", "name", "input", "inputs", "when", "otherwise", "doc", "share"})
+PER_ITEM_FIELDS = frozenset(
+    {"op", "name", "input", "inputs", "when", "otherwise", "doc", "share", "outputs"}
+)
 
 
 @dataclass(frozen=True)

@@ -373,6 +373,24 @@ class ChunkOp(OpItemBase):
     index: IntLike = Field(description="which part this item is (0-based)")
 
 
+class SplitOp(OpItemBase):
+    """One item, several outputs: the parts are read as `<item>.0`, `<item>.1`, ... or by
+    the names `outputs:` gives them (ShuffleNetV2's `x1, x2 = x.chunk(2, dim=1)`)."""
+
+    ir_kind: ClassVar[str] = "split"
+    ir_fields: ClassVar[Mapping[str, str]] = {"chunks": "chunks", "sizes": "sizes"}
+    op: Literal["split"]
+    chunks: IntLike | None = Field(
+        default=None, description="equal parts the channels are split into (x.chunk)"
+    )
+    sizes: Annotated[list[IntLike], Field(min_length=2)] | None = Field(
+        default=None, description="channels of each part, in order (torch.split)"
+    )
+    outputs: Annotated[list[ItemName], Field(min_length=2)] | None = Field(
+        default=None, description="names of the parts (default: <item>.0, <item>.1, ...)"
+    )
+
+
 class ScaleOp(OpItemBase):
     ir_kind: ClassVar[str] = "scale"
     ir_fields: ClassVar[Mapping[str, str]] = {"init_value": "init_value"}
@@ -423,6 +441,7 @@ OpItem = Annotated[
     | LayerNormOp
     | ScaleOp
     | ChunkOp
+    | SplitOp
     | ChannelsLastOp
     | ChannelsFirstOp,
     Field(discriminator="op"),

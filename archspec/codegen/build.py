@@ -36,7 +36,7 @@ from archspec.expr import (
 )
 from archspec.expr import names as free_names
 from archspec.ir import Graph, Node
-from archspec.lower import Names, field_default
+from archspec.lower import Names, field_default, part_keys
 from archspec.registry import Located, ResolvedSpec
 from archspec.spec import OP_MODELS, BlockItem, ScopeItem
 
@@ -387,6 +387,11 @@ class ClassWalker:
     # ------------------------------------------------------------------ symbolic values
 
     def sym(self, raw: Any) -> Expr | None:
+        if isinstance(raw, list):  # a list of expressions and ints (a split's sizes)
+            items = [Num(v) if type(v) is int else self.sym(v) for v in raw]
+            if any(v is None for v in items) or not any(free_names(v) for v in items):  # type: ignore[arg-type]
+                return None
+            return ListLit(tuple(items))  # type: ignore[arg-type]
         found = expression_text(raw)
         if found is None:
             return None
@@ -545,7 +550,12 @@ class ClassWalker:
                     )
                 else:
                     out = self.op_item(item, local, path, sub, present, sources, body, cond)
-                    body[-1].through = through  # type: ignore[union-attr]
+                    step = body[-1]
+                    assert isinstance(step, OpStep)
+                    step.through = through
+                    if step.parts:  # a split: its parts are names in the body
+                        keys = part_keys(item, local, len(step.parts))
+                        names.values.update(zip(keys, step.parts, strict=True))
             except PlanError as exc:  # innermost item first: say where, as spec errors do
                 raise locate(self.graph, self.pb.spec, path, exc) from None
             body[-1].label = label
@@ -683,6 +693,9 @@ class ClassWalker:
         share = getattr(item, "share", None)
         if share:
             self.check_shared(share, nodes)
+        parts = (
+            self.split_parts(item, local, nodes, fields, sources[0]) if op.kind == "split" else ()
+        )
         step = OpStep(
             local,
             path,
@@ -694,9 +707,32 @@ class ClassWalker:
             cond,
             share,
             item.name is not None,
+            parts=parts,
         )
         body.append(step)
         return out
+
+    def split_parts(
+        self, item: Any, local: str, nodes: list[Node], fields: dict[str, Arg], source: Value
+    ) -> tuple[Value, ...]:
+        """A split's outputs as values, with their channels when known: `chan // chunks`,
+        or a size that every instance agrees on."""
+        counts = sorted({len(self.graph.parts(n.name)) for n in nodes})
+        if len(counts) != 1:
+            raise PlanError(
+                f"'{local}' in {self.name} splits into {' or '.join(map(str, counts))} parts "
+                "in different instances; one class needs one number of parts"
+            )
+        chunks, sizes = fields["chunks"].value, fields["sizes"].value
+        chan: list[Expr | None] = [None] * counts[0]
+        if isinstance(sizes, tuple):
+            chan = [Num(size) for size in sizes]
+        elif isinstance(chunks, int) and source.chan is not None:
+            chan = [Binary("//", source.chan, Num(chunks))] * chunks
+        keys = part_keys(item, local, counts[0])
+        return tuple(
+            Value(key.replace(".", "_"), chan=c) for key, c in zip(keys, chan, strict=True)
+        )
 
     def check_shared(self, group: str, nodes: list[Node]) -> None:
         # Later uses may spell their arguments differently (`in_channels` vs `width`), but

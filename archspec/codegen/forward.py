@@ -35,6 +35,9 @@ class Stmt:
     cond: str | None = None  # runs only under this test (an optional member, a flag)
     inplace: Callable[[Sequence[str]], str] | None = None  # statement updating inputs[0]
     through: int = 0  # the input whose value `out` keeps when the test is false
+    # Several results bound at once (a split's parts: `x1, x2 = x.chunk(2, dim=1)`);
+    # `out` is then their target list and stands for no value of its own.
+    outs: list[Slot] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -62,6 +65,11 @@ def assign_vars(body: list[Any], names: Namespace, acc: str) -> None:
             value = s.result
         else:
             value = s.out
+        if isinstance(s, Stmt) and s.outs:  # each part its own name, as `x1, x2`
+            for part in s.outs:
+                part.var = part.var or names.new(part.local)
+            s.out.var = ", ".join(str(part.var) for part in s.outs)
+            continue
         if value.var is not None:
             continue
         ends = [len(body) if r == "return" else position.get(id(r), -1) for r in value.readers]

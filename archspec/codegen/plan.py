@@ -103,6 +103,13 @@ class Args:
     def const(self, name: str) -> Any:
         return self.fields[name].value
 
+    def list_src(self, name: str) -> str:
+        """A list field as a Python list (`[2, 6]`), or the per-instance argument's name."""
+        value = self.fields[name].value
+        if value is VARIES:
+            return self.fields[name].src
+        return "[" + ", ".join(map(str, value)) + "]"
+
     def differs(self, name: str, default: Any) -> bool:
         """Whether the field needs writing: not the constant `default`."""
         arg = self.fields[name]
@@ -162,6 +169,9 @@ class OpStep:
     named: bool = False  # the spec named the item (`maxpool:`), rather than numbering it
     through: int = 0  # the input that flows on where the op is absent (`otherwise:`)
     label: str | None = None  # flat numbering: the key as an f-string field where it varies
+    # A split's outputs, one value per part in order (`out`, the parts together, is
+    # read by nothing): a backend binds them in one statement (`x1, x2 = x.chunk(2, dim=1)`).
+    parts: tuple[Value, ...] = ()
 
 
 @dataclass(frozen=True)

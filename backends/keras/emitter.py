@@ -203,6 +203,7 @@ class FunctionPrinter:
             cond = self.test(step.cond)
             s = self.apply(body, list(step.inputs), self.slot(step.out), apps, cond, note)
             s.through = step.through
+            s.outs = [self.slot(p) for p in step.parts]  # a split: `x1, x2 = ...`
         elif isinstance(step, plan.BlockStep):
             self.block(step, names, body)
         elif isinstance(step, plan.GroupStep):

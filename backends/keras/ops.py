@@ -419,6 +419,14 @@ def _chunk(op: ir.Op, a: Args, name: str) -> Layers:
     return Layers((layer,), needs=frozenset({"ChannelChunk"}))
 
 
+@printer("split")
+def _split(op: ir.Op, a: Args, name: str) -> Layers:
+    # one layer returning the parts as a list: `x1, x2 = ChannelSplit(2, name=...)(x)`
+    size = [a["chunks"]] if a.const("sizes") is None else [Kw("sizes", a.list_src("sizes"))]
+    layer = named("ChannelSplit", *size, name=name)
+    return Layers((layer,), needs=frozenset({"ChannelSplit"}))
+
+
 @printer("channels_last")
 def _channels_last(op: ir.Op, a: Args, name: str) -> Layers:
     # Keras's tensors are channels-last already: Dense and LayerNormalization act on the

@@ -93,7 +93,8 @@ class KerasRunner:
         probed = [layer for layer in layers if layer.name in wanted]
         for layer in probed:
             node = request.graph.node(wanted[layer.name])
-            layer.call = _recording(layer.call, captured, node.name, node.layout)
+            names = request.graph.parts(node.name) or (node.name,)  # a split: its parts
+            layer.call = _recording(layer.call, captured, names, node.layout)
         try:
             return self._forward(keras, request, model, layers, captured)
         finally:  # the model is the caller's again (`build` hands it out), unwrapped
@@ -165,16 +166,21 @@ class KerasRunner:
 
 
 def _recording(
-    call: Callable[..., Any], captured: dict[str, np.ndarray], node: str, layout: ir.Layout
+    call: Callable[..., Any],
+    captured: dict[str, np.ndarray],
+    nodes: tuple[str, ...],
+    layout: ir.Layout,
 ) -> Any:
     """`call`, recording its result in the IR's layout: transposed to NCHW, except where
-    the IR value is channels-last itself (ConvNeXt's MLP), as Keras's is already."""
+    the IR value is channels-last itself (ConvNeXt's MLP), as Keras's is already. A layer
+    with several results (a split) records each under its node (`nodes`, in order)."""
     import keras
 
     def record(*args: Any, **kwargs: Any) -> Any:
         out = call(*args, **kwargs)
-        value = keras.ops.convert_to_numpy(out)
-        captured[node] = _canonical(value) if layout == "channels_first" else np.array(value)
+        for node, result in zip(nodes, _as_list(out) if len(nodes) > 1 else [out], strict=True):
+            value = keras.ops.convert_to_numpy(result)
+            captured[node] = _canonical(value) if layout == "channels_first" else np.array(value)
         return out
 
     return record

@@ -366,3 +366,23 @@ class ChannelChunk(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "chunks": self.chunks, "index": self.index}
+
+
+@keras.saving.register_keras_serializable(package="archspec")
+class ChannelSplit(keras.layers.Layer):
+    """The channels (the last axis) cut into consecutive parts at once, a list: torch's
+    `x.chunk(chunks, dim=1)` (equal parts) or `x.split(sizes, dim=1)` in NCHW."""
+
+    def __init__(self, chunks=0, sizes=(), **kwargs):
+        super().__init__(**kwargs)
+        self.chunks = chunks
+        self.sizes = list(sizes)
+
+    def call(self, x):
+        if not self.sizes:
+            return keras.ops.split(x, self.chunks, axis=-1)
+        starts = [sum(self.sizes[: i + 1]) for i in range(len(self.sizes) - 1)]
+        return keras.ops.split(x, starts, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "chunks": self.chunks, "sizes": self.sizes}

@@ -78,6 +78,14 @@ class Builder:
         self.owners.append(self.owner)
         return out
 
+    def multi(
+        self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], **attrs: Any
+    ) -> None:
+        """Add a node with several outputs (a Split), each named by the caller."""
+        outs = [self.define(name) for name in outputs]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=self.owner, **attrs))
+        self.owners.append(self.owner)
+
     def constant(self, suffix: str, value: np.ndarray) -> str:
         """A small constant the op needs (pads, pooling matrices): a Constant node, never an
         initializer, so the initializers are exactly the WeightSet."""

@@ -89,6 +89,7 @@ def build_flat(
             [graph.node(src).shape for src in node.inputs],
             output,
             params,
+            graph.parts(node.name),
         )
         try:
             with b.scope(node.name):

@@ -45,6 +45,7 @@ class OpContext:
     in_shapes: list[Shape]  # their IR shapes (no batch dimension)
     output: str  # the name the result must have
     params: ParamSource
+    parts: tuple[str, ...] = ()  # a split's outputs: the IR's Part nodes, in order
 
     def param(self, tensor: str) -> str | None:
         """The initializer `<param_name>.<tensor>` (registered once), or None if absent."""
@@ -381,6 +382,22 @@ def _chunk(ctx: OpContext, op: ir.Chunk) -> str:
     ends = ctx.b.constant("ends", np.array([(op.index + 1) * size], np.int64))
     axes = ctx.b.constant("axes", np.array([1], np.int64))
     return ctx.b.node("Slice", [ctx.inputs[0], starts, ends, axes], ctx.output)
+
+
+@printer("split")
+def _split(ctx: OpContext, op: ir.Split) -> str:
+    # one node, one output per part, each named after its Part node (which adds nothing)
+    if op.chunks is not None:  # opset 18's num_outputs: equal parts
+        ctx.b.multi("Split", ctx.inputs, ctx.parts, axis=1, num_outputs=op.chunks)
+    else:
+        sizes = ctx.b.constant("split", np.array(op.part_sizes(ctx.in_shapes[0][0]), np.int64))
+        ctx.b.multi("Split", [ctx.inputs[0], sizes], ctx.parts, axis=1)
+    return ctx.output  # no value of its own: nothing but its parts reads a split
+
+
+@printer("part")
+def _part(ctx: OpContext, op: ir.Part) -> str:
+    return ctx.output  # made by the split it reads
 
 
 @printer("channels_last")

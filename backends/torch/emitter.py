@@ -310,6 +310,9 @@ class ClassPrinter:
         return printed
 
     def op(self, step: OpStep, container: Container, body: list[Any]) -> None:
+        if step.parts:
+            self.split(step, container, body)
+            return
         printed = self.printed(step)
         kind = step.op.kind
         out = self.slot(step.out)
@@ -341,6 +344,20 @@ class ClassPrinter:
         else:
             s = self.stmt(body, ins, out, printed.call)
             s.inplace = printed.inplace if len(ins) <= 2 else None
+
+    def split(self, step: OpStep, container: Container, body: list[Any]) -> None:
+        """`x1, x2 = x.chunk(2, dim=1)` in forward; through a `ChannelSplit` member where
+        forward cannot see the sizes (they vary between the block's instances)."""
+        printed = PRINTERS[step.op.kind](step.op, step.args)
+        assert printed.call is not None and printed.module is not None
+        ins, out = [self.slot(v) for v in step.inputs], self.slot(step.out)
+        if any(a.value is VARIES for a in step.args.fields.values()):
+            self.module.needs |= printed.needs
+            ref = container.add(step.key, printed.module)
+            s = self.stmt(body, ins, out, lambda xs: Call(ref, tuple(xs)))
+        else:
+            s = self.stmt(body, ins, out, printed.call)
+        s.outs = [self.slot(p) for p in step.parts]
 
     def add_parameter(
         self, container: Container, step: OpStep, printed: Printed, body: list[Any]
@@ -720,6 +737,7 @@ HELPERS = (
     "LayerNorm2d",
     "Permute",
     "ChannelChunk",
+    "ChannelSplit",
 )
 
 

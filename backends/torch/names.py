@@ -86,6 +86,7 @@ HELPERS = frozenset(
         "LayerNorm2d",
         "Permute",
         "ChannelChunk",
+        "ChannelSplit",
     }
 )
 ARGUMENTS = frozenset({"self", "x"})  # generated methods' arguments

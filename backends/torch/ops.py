@@ -311,6 +311,25 @@ def _chunk(op: ir.Op, a: Args) -> Printed:
     )
 
 
+@printer("split")
+def _split(op: ir.Op, a: Args) -> Printed:
+    # torchvision's ShuffleNetV2: `x1, x2 = x.chunk(2, dim=1)`; unequal parts as torch.split.
+    # The module form, for a size that varies between a block's instances, returns a list.
+    if a.const("sizes") is None:
+        chunks = a["chunks"]
+        return Printed(
+            Call("ChannelSplit", (Kw("chunks", chunks),)),
+            lambda xs: f"{xs[0]}.chunk({chunks}, dim=1)",
+            frozenset({"ChannelSplit"}),
+        )
+    text = a.list_src("sizes")
+    return Printed(
+        Call("ChannelSplit", (Kw("sizes", text),)),
+        lambda xs: f"{xs[0]}.split({text}, dim=1)",
+        frozenset({"ChannelSplit"}),
+    )
+
+
 def _permute(dims: tuple[int, ...]) -> Printed:
     text = ", ".join(map(str, dims))
     return Printed(

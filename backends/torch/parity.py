@@ -81,7 +81,7 @@ class TorchRunner:
         model = self.build(request).to(device, dtype)
         captured: dict[str, np.ndarray] = {}
         hooks = [
-            module.register_forward_hook(_recorder(captured, node))
+            module.register_forward_hook(_recorder(captured, graph.parts(node) or (node,)))
             for node, module in _probe_modules(model, request).items()
         ]
         inputs = [
@@ -149,9 +149,12 @@ def _probe_modules(model: Any, request: RunRequest) -> dict[str, Any]:
     return out
 
 
-def _recorder(captured: dict[str, np.ndarray], node: str) -> Callable[..., None]:
+def _recorder(captured: dict[str, np.ndarray], nodes: tuple[str, ...]) -> Callable[..., None]:
+    """A hook recording the module's output under `nodes`: a split's list, one per part."""
+
     def record(module: Any, args: Any, output: Any) -> None:
-        captured[node] = _numpy(output)
+        for node, value in zip(nodes, output if len(nodes) > 1 else [output], strict=True):
+            captured[node] = _numpy(value)
 
     return record
 

@@ -439,7 +439,7 @@ class Lowerer:
         elif item.input is not None:
             refs = [(item.input, (*path, "input"))]
         else:
-            return [current]
+            return [self.readable(current, ctx, path)]
         out: list[str] = []
         for ref, rpath in refs:
             if ref == "prev":
@@ -453,6 +453,15 @@ class Lowerer:
                         rpath,
                         f"'{ref}' is defined at or below this item: reading it would make a "
                         "cycle (items may only read items above them)",
+                    )
+                base, _, index = ref.rpartition(".")
+                parts = self.parts.get(names.lookup(base) or "") if index.isdigit() else None
+                if parts is not None:  # `split.2` of a split into 2, or of a named one
+                    raise self.error(
+                        ctx.source,
+                        rpath,
+                        f"'{base}' is a split into {len(parts)} parts, read as "
+                        f"{', '.join(parts)}: there is no '{ref}'",
                     )
                 raise self.error(
                     ctx.source,

@@ -28,7 +28,8 @@ def source(name: str | Path, style: str = "functional", **overrides: object) -> 
 
 
 def test_every_op_kind_has_a_printer() -> None:
-    assert set(PRINTERS) == set(ir.OP_KINDS)
+    # a split's parts are bound by the split's own statement (`x1, x2 = ...`)
+    assert set(PRINTERS) == set(ir.OP_KINDS) - {"part"}
 
 
 def test_generating_never_imports_keras() -> None:

@@ -41,7 +41,8 @@ def zoo_sources() -> dict[str, str]:
 
 
 def test_every_ir_kind_has_a_printer() -> None:
-    assert set(PRINTERS) == set(ir.OP_KINDS)
+    # a split's parts are bound by the split's own statement (`x1, x2 = ...`)
+    assert set(PRINTERS) == set(ir.OP_KINDS) - {"part"}
 
 
 def test_backend_is_found_through_the_entry_point() -> None:

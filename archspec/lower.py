@@ -463,10 +463,9 @@ class Lowerer:
                         f"'{base}' is a split into {len(parts)} parts, read as "
                         f"{', '.join(parts)}: there is no '{ref}'",
                     )
+                known = {k for k in names.known() if names.lookup(k) not in self.parts}
                 raise self.error(
-                    ctx.source,
-                    rpath,
-                    f"unknown item '{ref}'{suggest(ref, names.known() | {'prev'})}",
+                    ctx.source, rpath, f"unknown item '{ref}'{suggest(ref, known | {'prev'})}"
                 )
             out.append(self.readable(found, ctx, rpath, ref))
         return out

@@ -613,6 +613,218 @@ def test_chunk_fields_are_checked(fields: dict[str, int], message: str, tmp_path
         lower(load(path))
 
 
+# ---------------------------------------------------------------------------- split
+
+
+def branch(out: str, stride: int, conv_first: bool) -> list[dict[str, Any]]:
+    """ShuffleNetV2's branches as torchvision numbers them: branch1 is a depthwise conv
+    then a 1x1 conv; branch2 a 1x1 conv, a depthwise conv and a 1x1 conv."""
+    depthwise = {"op": "conv", "kernel": 3, "stride": stride, "padding": 1, "bias": False}
+    pointwise = {"op": "conv", "out": out, "kernel": 1, "bias": False}
+    bn, relu = {"op": "batch_norm"}, {"op": "relu"}
+    if not conv_first:  # branch1
+        dw = {**depthwise, "out": "${in_channels}", "groups": "${in_channels}"}
+        return [dw, bn, pointwise, bn, relu]
+    dw = {**depthwise, "out": out, "groups": out}
+    return [pointwise, bn, relu, dw, bn, pointwise, bn, relu]
+
+
+def shufflenet_units() -> dict[str, Any]:
+    """torchvision's ShuffleNetV2 InvertedResidual with stride 2, then twice with stride 1.
+    torchvision's `if self.stride == 1` chooses the block type here (a split cannot be
+    optional); the stride-1 unit splits with one item: `x1, x2 = x.chunk(2, dim=1)`."""
+    half = "${oup // 2}"
+    return {
+        "inputs": {"image": [8, 9, 9]},
+        "blocks": {
+            "DownUnit": {
+                "params": {"oup": "int"},
+                "body": [
+                    {"name": "branch1", "input": "input", "body": branch(half, 2, False)},
+                    {"name": "branch2", "input": "input", "body": branch(half, 2, True)},
+                    {"cat": {"op": "concat", "inputs": ["branch1", "branch2"]}},
+                    {"shuffle": {"op": "channel_shuffle", "groups": 2}},
+                ],
+            },
+            "Unit": {
+                "body": [
+                    {"op": "split", "chunks": 2, "outputs": ["x1", "x2"]},
+                    {
+                        "name": "branch2",
+                        "input": "x2",
+                        "body": branch("${in_channels // 2}", 1, True),
+                    },
+                    {"cat": {"op": "concat", "inputs": ["x1", "branch2"]}},
+                    {"shuffle": {"op": "channel_shuffle", "groups": 2}},
+                ]
+            },
+        },
+        "body": [
+            {"down": {"block": "DownUnit", "args": {"oup": 16}}},
+            {"unit": {"block": "Unit", "repeat": 2}},
+        ],
+    }
+
+
+def torchvision_shufflenet_units() -> Any:
+    """torchvision.models.shufflenetv2.InvertedResidual, as torchvision writes it, in the
+    layout of `shufflenet_units`."""
+    import torch
+    from torch import nn
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, inp: int, oup: int, stride: int) -> None:
+            super().__init__()
+            self.stride = stride
+            branch_features = oup // 2
+            if self.stride > 1:
+                self.branch1 = nn.Sequential(
+                    self.depthwise_conv(inp, inp, kernel_size=3, stride=self.stride, padding=1),
+                    nn.BatchNorm2d(inp),
+                    nn.Conv2d(inp, branch_features, kernel_size=1, stride=1, padding=0, bias=False),
+                    nn.BatchNorm2d(branch_features),
+                    nn.ReLU(inplace=True),
+                )
+            else:
+                self.branch1 = nn.Sequential()
+            self.branch2 = nn.Sequential(
+                nn.Conv2d(
+                    inp if (self.stride > 1) else branch_features,
+                    branch_features,
+                    kernel_size=1,
+                    stride=1,
+                    padding=0,
+                    bias=False,
+                ),
+                nn.BatchNorm2d(branch_features),
+                nn.ReLU(inplace=True),
+                self.depthwise_conv(
+                    branch_features, branch_features, kernel_size=3, stride=self.stride, padding=1
+                ),
+                nn.BatchNorm2d(branch_features),
+                nn.Conv2d(
+                    branch_features, branch_features, kernel_size=1, stride=1, padding=0, bias=False
+                ),
+                nn.BatchNorm2d(branch_features),
+                nn.ReLU(inplace=True),
+            )
+
+        @staticmethod
+        def depthwise_conv(
+            i: int, o: int, kernel_size: int, stride: int = 1, padding: int = 0
+        ) -> nn.Conv2d:
+            return nn.Conv2d(i, o, kernel_size, stride, padding, bias=False, groups=i)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.stride == 1:
+                x1, x2 = x.chunk(2, dim=1)
+                out = torch.cat((x1, self.branch2(x2)), dim=1)
+            else:
+                out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+            return nn.functional.channel_shuffle(out, 2)
+
+    class Units(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down = InvertedResidual(8, 16, 2)
+            self.unit = nn.Sequential(InvertedResidual(16, 16, 1), InvertedResidual(16, 16, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.unit(self.down(x))
+
+    return Units()
+
+
+def test_split_is_torchvisions_inverted_residual(tmp_path: Path) -> None:
+    """Same state_dict keys, strict load, identical outputs (random BatchNorm statistics)
+    as torchvision's InvertedResidual at stride 2 and 1; Keras in both styles and
+    onnxruntime agree with torch in inference and train mode."""
+    import torch
+    from archspec_torch import generate_module as torch_module
+    from archspec_torch.weights import load_into
+
+    path = write(tmp_path, shufflenet_units())
+    torch_src = source(path, "torch")
+    assert "        x1, x2 = x.chunk(2, dim=1)\n" in torch_src
+    assert "ChannelSplit" not in torch_src  # no helper: the split is written inline
+    keras_src = source(path, "keras")
+    assert 'x1, x2 = ChannelSplit(2, name=f"{name}_0")(x)' in keras_src
+    assert "x1, x2 = self.layer_0(x)" in source(path, "keras", style="subclass")
+    module, graph = torch_module(path, directory=tmp_path)
+    assert graph.node("unit.0.x2").shape == (8, 5, 5)
+    assert totals(graph).trainable == sum(
+        p.numel() for p in torchvision_shufflenet_units().parameters()
+    )
+    ours = load_into(module.net(), WeightSet.random(graph, 0), graph).eval()
+    theirs = torchvision_shufflenet_units().eval()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.from_numpy(knees((8, 9, 9)))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+    for mode in ("inference", "train"):
+        assert_backends_agree(path, mode=mode)
+
+
+def split_net() -> dict[str, Any]:
+    """Unequal parts read out of order, parts named `<item>.<i>`, and a block whose
+    instances split differently (torch's ChannelSplit helper module there)."""
+    return {
+        "inputs": {"image": [8, 3, 4]},
+        "blocks": {
+            "Halves": {
+                "params": {"left": "int"},
+                "body": [
+                    {"sp": {"op": "split", "sizes": ["$left", "${in_channels - left}"]}},
+                    {"cat": {"op": "concat", "inputs": ["sp.1", "sp.0"]}},
+                ],
+            }
+        },
+        "body": [
+            {"parts": {"op": "split", "sizes": [2, 5, 1]}},
+            {"mid": {"op": "relu", "input": "parts.1"}},
+            {"cat": {"op": "concat", "inputs": ["parts.2", "parts.0", "mid"]}},
+            {"a": {"block": "Halves", "args": {"left": 3}}},
+            {"b": {"block": "Halves", "args": {"left": 6}}},
+        ],
+    }
+
+
+def test_split_parts_are_the_channel_ranges_in_every_backend(tmp_path: Path) -> None:
+    path = write(tmp_path, split_net())
+    graph = lower(load(path))
+    assert [graph.node(n).shape[0] for n in graph.parts("parts")] == [2, 5, 1]
+    assert totals(graph).trainable == 0 and totals(graph).macs == 0
+    torch_src = source(path, "torch")
+    assert "parts_0, parts_1, parts_2 = image.split([2, 5, 1], dim=1)" in torch_src
+    assert "self.sp = ChannelSplit(sizes=[left, in_channels - left])" in torch_src
+    assert "sp_0, sp_1 = self.sp(x)" in torch_src
+    x = knees((8, 3, 4))
+    first = np.concatenate([x[:, 7:8], x[:, :2], np.maximum(x[:, 2:7], 0)], axis=1)
+    second = np.concatenate([first[:, 3:], first[:, :3]], axis=1)
+    want = np.concatenate([second[:, 6:], second[:, :6]], axis=1)
+    for name, value in outputs(path, x).items():
+        np.testing.assert_array_equal(value, want, name)
+
+
+def test_split_parts_are_probed_by_name_in_every_backend(tmp_path: Path) -> None:
+    """Per-op parity compares each part of every split under its own node name wherever
+    a backend can observe it: ONNX values, Keras's ChannelSplit layer, torch's module."""
+    from archspec.parity import run_parity
+
+    path = write(tmp_path, split_net())
+    spec = load(path)
+    graph = lower(spec)
+    runners = [get_runner(n) for n in ("onnx", "keras", "keras_subclass", "torch")]
+    reports = run_parity(spec, graph, runners, per_op=True)
+    everywhere = {"a.sp.0", "a.sp.1", "b.sp.0", "b.sp.1"}
+    for report in reports:
+        assert report.passed, report.other
+        assert "parts" not in report.probes  # a split has no value of its own
+        onnx_only = {"parts.0", "parts.1", "parts.2"} if "keras" in report.other else set()
+        assert everywhere | onnx_only <= set(report.probes), (report.other, report.probes)
+
+
 # ---------------------------------------------------------------------------- channels-last
 
 
@@ -800,10 +1012,13 @@ def test_an_optional_group_of_permutes_only_passes_its_input_on(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("make", [convnext_net, shufflenet_net, cnblock_net])
+@pytest.mark.parametrize(
+    "make", [convnext_net, shufflenet_net, cnblock_net, shufflenet_units, split_net]
+)
 def test_generated_v2_helpers_script_and_compile(make: Any, tmp_path: Path) -> None:
-    """StochasticDepth, LayerNorm2d, ChannelChunk and a scale's nn.Parameter work under
-    TorchScript and torch.compile(fullgraph=True), with the eager model's outputs."""
+    """StochasticDepth, LayerNorm2d, ChannelChunk, ChannelSplit, a split's unpacking and a
+    scale's nn.Parameter work under TorchScript and torch.compile(fullgraph=True), with the
+    eager model's outputs."""
     import torch
     from archspec_torch import generate_module as torch_module
 

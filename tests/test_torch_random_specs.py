@@ -3,7 +3,8 @@ the ONNX model.
 
 Hypothesis writes chains of conv / pool / batch_norm / activation items (every activation,
 the spec language v2 ops too: clips, stochastic depth, channel shuffle, chunk, layer norm, scale,
-a squeeze-and-excitation gate, a channels-last per-pixel MLP; random kernels,
+a squeeze-and-excitation gate, a channels-last per-pixel MLP, ShuffleNetV2's split into halves
+and a split into unequal parts read out of order; random kernels,
 strides, dilations, groups, and every padding form: int, [h, w], per-side, same, valid;
 ceil_mode), sometimes an inline repeat, a residual block with a shared conv, a dense head. Any
 spec the lowering accepts must generate, import, count the IR's parameters and produce the
@@ -105,6 +106,12 @@ SIMPLE = st.sampled_from(
         {"mlp": {"block": "PixelMlp"}},  # ConvNeXt's channels-last LayerNorm / Linear MLP
     ]
 )
+SPLITS = st.sampled_from(
+    [
+        {"unit": {"block": "ShuffleUnit"}},  # split: `x1, x2 = x.chunk(2, dim=1)`
+        {"uneven": {"block": "Uneven"}},  # split by sizes (torch's ChannelSplit module)
+    ]
+)
 
 
 @st.composite
@@ -112,6 +119,8 @@ def random_spec(draw: st.DrawFn) -> dict[str, Any]:
     body: list[Any] = [{"stem": {"op": "conv", "out": 4, "kernel": 3, "padding": 1}}]
     for _ in range(draw(st.integers(1, 5))):
         body.append(draw(st.one_of(conv_item(), pool_item(), SIMPLE)))
+    if draw(st.booleans()):  # a multi-output op somewhere in the chain
+        body.insert(draw(st.integers(1, len(body))), draw(SPLITS))
     if draw(st.booleans()):  # an inline repeat: the first iteration may change channels
         width = 2 * draw(st.integers(1, 3))
         steps = [{"op": "conv", "out": width, "kernel": 3, "padding": "same"}, {"op": "relu"}]
@@ -135,6 +144,28 @@ def random_spec(draw: st.DrawFn) -> dict[str, Any]:
                     {"fc2": {"op": "linear", "out": "${in_channels}", "bias": False}},
                     {"res": {"op": "add", "inputs": ["fc2", "0"]}},
                     {"op": "channels_first"},
+                ]
+            },
+            "ShuffleUnit": {
+                "body": [
+                    {"op": "split", "chunks": 2, "outputs": ["x1", "x2"]},
+                    {
+                        "branch": {
+                            "op": "conv",
+                            "input": "x2",
+                            "out": "${in_channels // 2}",
+                            "kernel": 3,
+                            "padding": 1,
+                        }
+                    },
+                    {"cat": {"op": "concat", "inputs": ["x1", "branch"]}},
+                ]
+            },
+            "Uneven": {
+                "body": [
+                    {"parts": {"op": "split", "sizes": [1, "${in_channels - 1}"]}},
+                    {"act": {"op": "relu", "input": "parts.1"}},
+                    {"cat": {"op": "concat", "inputs": ["act", "parts.0"]}},
                 ]
             },
             "Gate": {
@@ -186,6 +217,8 @@ def test_random_specs_match_the_ir(tmp_path_factory: pytest.TempPathFactory, dat
     path = folder / "random_net.yaml"
     path.write_text(json.dumps(data))
     spec = load(path)
+    if any({"unit", "uneven"} & set(item) for item in data["body"]):
+        event("with a split")
     height, width = data["inputs"]["image"][1:]
     for size in [(height, width), (height + 3, width + 1)]:
         try:

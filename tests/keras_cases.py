@@ -59,6 +59,8 @@ CASES: dict[str, Case] = {
     "clip": ((2, 4, 4, 3), lambda: rt.Clip(-0.5, 1.5)),
     "channel_shuffle": ((2, 3, 4, 6), lambda: rt.ChannelShuffle(3)),
     "channel_chunk": ((2, 3, 4, 6), lambda: rt.ChannelChunk(3, 1)),
+    "channel_split": ((2, 3, 4, 6), lambda: rt.ChannelSplit(3)),
+    "channel_split_sizes": ((2, 3, 4, 6), lambda: rt.ChannelSplit(sizes=[1, 4, 1])),
     "scale": ((2, 3, 4, 5), lambda: rt.Scale(0.5)),
     "hard_swish": ((2, 4, 4, 3), lambda: keras.layers.Activation("hard_swish")),
     "hard_sigmoid": ((2, 4, 4, 3), lambda: keras.layers.Activation("hard_sigmoid")),
@@ -120,9 +122,14 @@ def run_training(name: str) -> dict[str, np.ndarray]:
     }
 
 
+def joined(value: object) -> object:
+    """A layer's result as one array: a list of parts (a split) concatenated last first."""
+    return keras.ops.concatenate(value[::-1], axis=-1) if isinstance(value, list) else value
+
+
 def run_cases() -> dict[str, np.ndarray]:
     out = {
-        name: keras.ops.convert_to_numpy(make()(case_input(name)))
+        name: keras.ops.convert_to_numpy(joined(make()(case_input(name))))
         for name, (_, make) in CASES.items()
     }
     for name in TRAIN_CASES:

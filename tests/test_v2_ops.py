@@ -807,6 +807,21 @@ def test_split_parts_are_the_channel_ranges_in_every_backend(tmp_path: Path) -> 
         np.testing.assert_array_equal(value, want, name)
 
 
+def test_split_summary_and_graph_show_each_part(tmp_path: Path) -> None:
+    from archspec.analysis import rows
+    from archspec.render import to_dot, to_mermaid
+
+    graph = lower(load(write(tmp_path, split_net())))
+    table = {r.name: (r.op, r.shape, r.params) for r in rows(graph)}
+    assert table["parts"] == ("split", (8, 3, 4), 0)
+    assert table["parts.1"] == ("part", (5, 3, 4), 0)
+    assert table["a.sp.0"] == ("part", (3, 3, 4), 0)
+    mermaid = to_mermaid(graph)
+    assert '["parts.2<br/>part 1x3x4"]' in mermaid
+    assert "n1 --> n4" in mermaid  # the split feeds its third part
+    assert '[label="a.sp.1\\npart 5x3x4"]' in to_dot(graph)
+
+
 def test_split_parts_are_probed_by_name_in_every_backend(tmp_path: Path) -> None:
     """Per-op parity compares each part of every split under its own node name wherever
     a backend can observe it: ONNX values, Keras's ChannelSplit layer, torch's module."""

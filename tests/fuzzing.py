@@ -1,11 +1,11 @@
 """A seeded mutation fuzzer over the zoo's YAML (used by tests/test_fuzz.py; also a script).
 
-Each case copies one zoo spec and the libraries (`specs/lib/*.yaml`) into a fresh folder,
-applies one to three mutations to the spec or to the library it extends (a deleted key, a
-value of another type, random text, a huge or non-finite number, deep nesting, a hostile
-name or file name, a random expression, a huge repeat, a damaged stage table or numbering,
-or broken YAML syntax), and runs `archspec validate` in process (click's CliRunner). The
-contract checked:
+Each case copies one zoo spec (or one of tests/fuzz_specs/) and the libraries
+(`specs/lib/*.yaml`) into a fresh folder, applies one to three mutations to the spec or to
+the library it extends (a deleted key, a value of another type, random text, a huge or
+non-finite number, deep nesting, a hostile name or file name, a random expression, a huge
+repeat, a damaged stage table or numbering, or broken YAML syntax), and runs `archspec
+validate` in process (click's CliRunner). The contract checked:
 
 - the command ends with exit 0 or 2, never another exception, never a traceback, within
   CASE_SECONDS and without growing the process's peak memory by more than CASE_MEMORY_MB;
@@ -428,9 +428,15 @@ def dump(data: Any) -> str:
         return json.dumps(data, ensure_ascii=False)
 
 
+# Specs mutated beside the zoo's, for constructs no zoo spec uses (a multi-output split).
+EXTRA_BASES = Path(__file__).resolve().parent / "fuzz_specs"
+
+
 def zoo_texts() -> tuple[dict[str, Any], dict[str, Any]]:
     root = specs_root()
     bases = {name: yaml.safe_load((root / f"{name}.yaml").read_text()) for name in zoo_names()}
+    for path in sorted(EXTRA_BASES.glob("*.yaml")):
+        bases[path.stem] = yaml.safe_load(path.read_text())
     libs = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((root / "lib").glob("*.yaml"))}
     return bases, libs
 

@@ -1,6 +1,7 @@
 """The torch porter (`archspec port --from torch` / `--to torch`).
 
-Reading: `archspec_torch.savefile.load`, numpy only (no torch imported); a file
+Reading: `archspec_torch.savefile.load`, numpy only (no torch imported in this process: the
+parity reference, torch64, runs in a process of its own, `isolated_reference`); a file
 outside its subset is read by `torch.load(path, map_location="cpu", weights_only=True)`,
 which reads it or refuses it as before. No pickled code runs either way.
 Accepted: a plain state_dict (every value a tensor), or a dict holding one under
@@ -70,6 +71,7 @@ class TorchPorter:
     extra = "torch"
     reads = (".pt", ".pth", ".bin", ".ckpt")
     reference = "torch64"
+    isolated_reference = True  # reading needs no torch: the reference gets its own process
 
     def available(self) -> str | None:
         return None if importlib.util.find_spec("torch") else "PyTorch is not installed"

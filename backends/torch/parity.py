@@ -54,6 +54,10 @@ class TorchRunner:
     def available(self) -> str | None:
         return None if importlib.util.find_spec("torch") else "PyTorch is not installed"
 
+    def prepare(self) -> None:
+        """Import torch and the weight adapter ahead of a run (archspec/isolated.py)."""
+        import archspec_torch.weights  # noqa: F401  (imports torch)
+
     def build(self, request: RunRequest) -> Any:
         from archspec_torch.emitter import emit_source
         from archspec_torch.weights import load_into

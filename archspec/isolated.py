@@ -1,30 +1,33 @@
 """A parity runner in a process of its own, started ahead of its request.
 
 Why: `archspec port --from torch --to keras` needs torch only for its reference (torch64).
-Run here, the reference's framework never enters the parent (importing torch after
-TensorFlow in one process can crash), and its import and run overlap the parent's own
-work (importing TensorFlow, building and saving the target): on 2 cores the port's wall
-time loses torch's import and the reference run.
+Run here, the reference's framework never enters the parent (1.3 s of import saved there;
+torch after TensorFlow in one process can crash), and its import and run overlap the
+parent's own work (importing TensorFlow, building and saving the target).
 
-`start()` spawns the child (spawn context: a fresh interpreter, nothing inherited from the
-parent's imports), which imports its framework (`prepare()`, when the runner has one) and
-waits; `submit(request)` hands it the request as soon as the weights are known; `run`
-collects the result. Failures are `ParityError`s naming the runner: an exception in the
-child (its type and message), a child that died (its exit code), or one that gave no
-answer within `timeout` seconds (stopped, then). The child ignores Ctrl-C, which the
-parent handles: `close()` (also on leaving a `with` block, and at interpreter exit, the
-process being a daemon) stops it; a child whose parent died finds its pipe closed and exits.
+`start()` launches `python -m archspec.isolated` (a fresh interpreter: it re-runs nothing of
+the parent's `__main__`, unlike multiprocessing's spawn) with one end of a socket pair; the
+child takes the parent's `sys.path` and the pickled runner, imports its framework
+(`prepare()`, when the runner has one) and waits; `submit(request)` hands it the request
+as soon as the weights are known; `run` collects the result. Failures are `ParityError`s
+naming the runner: an exception in the child (its type and message), a child that died
+(its exit code or signal), or one that gave no answer within `timeout` seconds (stopped,
+then). The child has a session of its own, so Ctrl-C in a terminal reaches the parent
+only, which stops it (`close()`, also on leaving a `with` block); a child whose parent
+died finds its socket closed and exits.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import pickle
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from multiprocessing.connection import Connection, wait
+from contextlib import suppress
+from multiprocessing.connection import Connection
 from typing import Any
 
 from archspec.parity import ParityError, Runner, RunRequest, RunResult
@@ -39,7 +42,7 @@ class Isolated:
         self.runner, self.timeout = runner, timeout
         self.name, self.extra, self.modes = runner.name, runner.extra, runner.modes
         self.float64: bool = getattr(runner, "float64", False)
-        self._process: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._submitted: RunRequest | None = None
         self._sender: threading.Thread | None = None
@@ -52,27 +55,30 @@ class Isolated:
         return self.runner.available()
 
     def start(self) -> None:
-        """Spawn the child (once); it imports its framework and waits for the request."""
+        """Launch the child (once); it imports its framework and waits for the request."""
         if self._process is not None:
             return
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        process = context.Process(
-            target=_serve, args=(child, self.runner), name=f"archspec {self.name}", daemon=True
-        )
         try:
-            with _sigint_ignored():  # inherited: Ctrl-C never reaches the child
-                process.start()
-        except Exception as exc:  # an unpicklable runner, no process left to spawn
+            runner = pickle.dumps(self.runner)
+        except Exception as exc:  # a runner holding a lambda, a local class...
             raise ParityError(
                 f"{self.name}: cannot start its process ({type(exc).__name__}: {exc})"
             ) from None
-        finally:
-            child.close()
-        self._process, self._conn = process, parent
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "archspec.isolated", str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # stdout is the parent's report
+                pass_fds=[theirs.fileno()],
+                start_new_session=True,
+            )
+            self._conn = Connection(ours.detach())
+        self._conn.send(sys.path)
+        self._conn.send_bytes(runner)
 
     def submit(self, request: RunRequest) -> None:
-        """Hand the child its request, without waiting (a thread writes it to the pipe
+        """Hand the child its request, without waiting (a thread writes it to the socket
         while the child may still be importing its framework)."""
         self.start()
         self._submitted = request
@@ -84,8 +90,7 @@ class Isolated:
             self.submit(request)
         assert self._conn is not None and self._process is not None
         try:
-            ready = wait([self._conn, self._process.sentinel], self.timeout)
-            if not ready:
+            if not self._conn.poll(self.timeout):
                 raise ParityError(
                     f"{self.name} gave no result within {self.timeout:.0f} s in its own "
                     "process, which was stopped"
@@ -93,10 +98,9 @@ class Isolated:
             try:
                 status, payload = self._conn.recv()
             except (EOFError, OSError):
-                self._process.join(5)
                 raise ParityError(
                     f"{self.name} ended its own process before giving a result "
-                    f"({_exit(self._process.exitcode)})"
+                    f"({_exit(self._process)})"
                 ) from None
         finally:
             self.close()
@@ -108,13 +112,13 @@ class Isolated:
         """Stop the child if it still runs; the runner can start again after."""
         process, conn, sender = self._process, self._conn, self._sender
         self._process = self._conn = self._submitted = self._sender = None
-        if process is not None:
-            if process.is_alive():
-                process.terminate()
-                process.join(5)
-                if process.is_alive():
-                    process.kill()
-            process.join()
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         if sender is not None:  # its write fails once the child is gone
             sender.join()
         if conn is not None:
@@ -127,10 +131,30 @@ class Isolated:
         self.close()
 
 
-def _serve(conn: Connection, runner: Runner) -> None:
-    """The child: prepare, take one request, send back ("ok", result) or ("error", why)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _send(conn: Connection, request: RunRequest) -> None:
+    with suppress(OSError):  # the child died: `run` says how
+        conn.send(request)
+
+
+def _exit(process: subprocess.Popen[bytes]) -> str:
     try:
+        code = process.wait(5)
+    except subprocess.TimeoutExpired:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _serve(conn: Connection) -> None:
+    """The child: take the parent's sys.path and the runner, prepare, take one request,
+    send back ("ok", result) or ("error", why)."""
+    try:
+        sys.path[:] = conn.recv()
+        runner: Any = pickle.loads(conn.recv_bytes())
         prepare = getattr(runner, "prepare", None)
         if prepare is not None:
             prepare()
@@ -148,28 +172,5 @@ def _serve(conn: Connection, runner: Runner) -> None:
         conn.send(answer)
 
 
-def _send(conn: Connection, request: RunRequest) -> None:
-    with suppress(OSError):  # the child died: `run` says how
-        conn.send(request)
-
-
-def _exit(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-@contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored meanwhile (in the main thread, the only one that may change it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))

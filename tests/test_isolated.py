@@ -122,6 +122,19 @@ def test_closing_before_a_run_stops_the_child() -> None:
     assert not alive(pid)
 
 
+def test_a_script_without_a_main_guard_can_port(tmp_path: Path) -> None:
+    """The child is `python -m archspec.isolated`: it never re-runs the parent's script
+    (multiprocessing's spawn would, and fail in a script without `if __name__ ...`)."""
+    script = tmp_path / "port_it.py"
+    script.write_text(PORT_AND_REPORT)
+    argv = ["port", str(rcnn_checkpoint(tmp_path)), "--spec", "rcnn", "--from", "torch",
+            "--to", "onnx", "-o", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run([sys.executable, str(script), *argv],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert "exit 0 torch imported: False" in done.stderr, done.stdout + done.stderr
+    assert "result: PASS" in done.stdout
+
+
 def test_an_unpicklable_runner_is_a_clear_parity_error() -> None:
     class Local(Failing):  # not importable by name in the child
         pass
@@ -191,8 +204,8 @@ def children(pid: int) -> list[int]:
 
 def test_ctrl_c_during_a_port_leaves_no_process_behind(tmp_path: Path) -> None:
     """SIGINT to the whole process group (what Ctrl-C in a terminal does) while the child
-    is importing or running torch: the port stops, without a traceback, and its children
-    (torch64's process, multiprocessing's resource tracker) are gone."""
+    is importing or running torch: the port stops, without a traceback, and its child
+    (torch64's process) is gone."""
     exe = str(Path(sys.executable).with_name("archspec"))
     argv = [exe, "port", str(rcnn_checkpoint(tmp_path)), "--spec", "rcnn", "--from", "torch",
             "--to", "keras", "-o", str(tmp_path / "out")]  # fmt: skip

@@ -12,13 +12,17 @@ child takes the parent's `sys.path` and the pickled runner, imports its framewor
 as soon as the weights are known; `run` collects the result. Failures are `ParityError`s
 naming the runner: an exception in the child (its type and message), a child that died
 (its exit code or signal), or one that gave no answer within `timeout` seconds (stopped,
-then). The child has a session of its own, so Ctrl-C in a terminal reaches the parent
-only, which stops it (`close()`, also on leaving a `with` block); a child whose parent
-died finds its socket closed and exits.
+then). The child leaves the parent a core, since both work at once: its OpenMP threads
+(torch's intra-op pool) are one fewer than the machine's cores (`OMP_NUM_THREADS`, unless
+set already); on 2 cores, torch64 then takes 1.0 s instead of 2.6-3.0 s of contended
+time, and the port 0.3 s less wall time and 2.3 s less CPU. The child has a session of its
+own, so Ctrl-C in a terminal reaches the parent only, which stops it (`close()`, also on
+leaving a `with` block); a child whose parent died finds its socket closed and exits.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import socket
@@ -72,6 +76,7 @@ class Isolated:
                 stdout=subprocess.DEVNULL,  # stdout is the parent's report
                 pass_fds=[theirs.fileno()],
                 start_new_session=True,
+                env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) - 1)), **os.environ},
             )
             self._conn = Connection(ours.detach())
         self._conn.send(sys.path)

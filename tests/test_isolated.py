@@ -57,6 +57,16 @@ class Failing:
         raise AssertionError("not reached")
 
 
+class Threads(Failing):
+    """Reports the child's OMP_NUM_THREADS and torch's intra-op thread count."""
+
+    def run(self, request: RunRequest) -> RunResult:
+        import torch
+
+        omp = int(os.environ["OMP_NUM_THREADS"])
+        return RunResult(outputs={"threads": np.array([omp, torch.get_num_threads()])})
+
+
 def alive(pid: int) -> bool:
     """True while `pid` runs (a zombie, dead but not yet reaped, counts as gone)."""
     try:
@@ -99,6 +109,21 @@ def test_a_failing_child_is_a_clear_parity_error(how: str, message: str) -> None
         isolated.run(request())
     assert str(caught.value) == message
     assert not alive(pid)
+
+
+@pytest.mark.parametrize("preset", [None, "2"])
+def test_the_child_leaves_the_parent_a_core(
+    monkeypatch: pytest.MonkeyPatch, preset: str | None
+) -> None:
+    """OpenMP threads (torch's pool) one fewer than the cores, unless the user chose."""
+    if preset is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", preset)
+    want = max(1, (os.cpu_count() or 1) - 1) if preset is None else int(preset)
+    with Isolated(Threads("")) as isolated:
+        got = isolated.run(request()).outputs["threads"]
+    assert got.tolist() == [want, want]
 
 
 def test_a_hanging_child_times_out_and_is_stopped() -> None:

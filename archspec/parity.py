@@ -23,6 +23,7 @@ max abs <= atol * max(1, max |reference|) (atol 1e-4).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 import zlib
@@ -200,6 +201,9 @@ class RunResult:
     probes: dict[str, np.ndarray] = field(default_factory=dict)  # node name -> array
     state: dict[str, np.ndarray] = field(default_factory=dict)  # train: BN running stats
     grads: dict[str, np.ndarray] = field(default_factory=dict)  # grad: input/weight name -> grad
+    # The run's own time where it ran apart (archspec/isolated.py: a child process, while
+    # the caller worked); None: the caller's wait is the run's time.
+    seconds: float | None = None
 
 
 @runtime_checkable
@@ -210,12 +214,25 @@ class Runner(Protocol):
     devices: tuple[str, ...]  # devices it can run on here (after checking the hardware)
     # Optional `float64: bool`: the runner computes in float64 whatever the request's
     # dtype (torch64, the reference); progress lines show it.
+    # Optional `prepare() -> None`: import the framework ahead of a run (a runner in a
+    # process of its own does it while the parent works on, archspec/isolated.py).
 
     def available(self) -> str | None:
         """None when its framework imports; else why not (shown to the user)."""
         ...
 
     def run(self, request: RunRequest) -> RunResult: ...
+
+
+def conforms(obj: object, protocol: type) -> bool:
+    """`isinstance(obj, protocol)` for a runtime-checkable Protocol, without evaluating
+    properties: Python 3.11's check calls them, and `TorchRunner.devices` imports torch
+    (1.3 s, in a port whose process otherwise never needs it: archspec/isolated.py)."""
+    members = set(getattr(protocol, "__annotations__", {})) | {
+        name for name, value in vars(protocol).items() if callable(value) and name[0] != "_"
+    }
+    missing = object()
+    return all(inspect.getattr_static(obj, m, missing) is not missing for m in members)
 
 
 def runner_names() -> list[str]:
@@ -232,7 +249,7 @@ def get_runner(name: str) -> Runner:
         raise ParityError(
             f"parity backend '{name}' ({eps[0].value}) failed to load: {type(exc).__name__}: {exc}"
         ) from None
-    if not isinstance(runner, Runner):
+    if not conforms(runner, Runner):
         raise ParityError(f"entry point '{name}' ({eps[0].value}) is not a parity Runner")
     return runner
 
@@ -366,6 +383,33 @@ def compare_runs(
 Progress = Callable[[str], None]
 
 
+def parity_request(
+    spec: ResolvedSpec,
+    graph: Graph,
+    *,
+    mode: Mode = "inference",
+    batch: int = 2,
+    seed: int = 0,
+    per_op: bool = False,
+    device: str = "cpu",
+    weights: WeightSet | None = None,
+    dtype: DType | None = None,
+) -> RunRequest:
+    """What every runner of one parity check is given: the weights, seeded inputs and
+    cotangents, the probes (made before the run when a runner starts apart)."""
+    return RunRequest(
+        spec=spec,
+        graph=graph,
+        weights=weights or WeightSet.random(graph, seed),
+        inputs=canonical_inputs(graph, batch, seed),
+        probes=tuple(probe_nodes(graph, per_op)),
+        mode=mode,
+        device=device,
+        cotangents=loss_cotangents(graph, batch, seed) if mode == "grad" else {},
+        dtype=dtype or default_dtype(mode),
+    )
+
+
 def run_parity(
     spec: ResolvedSpec,
     graph: Graph,
@@ -382,34 +426,51 @@ def run_parity(
     dtype: DType | None = None,
 ) -> list[PairReport]:
     """Run every runner on the same weights and inputs; compare each to the first."""
+    request = parity_request(
+        spec,
+        graph,
+        mode=mode,
+        batch=batch,
+        seed=seed,
+        per_op=per_op,
+        device=device,
+        weights=weights,
+        dtype=dtype,
+    )
+    return run_request(request, runners, tol=tol, progress=progress)
+
+
+def run_request(
+    request: RunRequest,
+    runners: Sequence[Runner],
+    *,
+    tol: Tolerance | None = None,
+    progress: Progress | None = None,
+) -> list[PairReport]:
+    """Run every runner on `request`; compare each to the first."""
     if len(runners) < 2:
         raise ParityError("parity needs at least two backends")
     tol = tol or Tolerance()
-    weights = weights or WeightSet.random(graph, seed)
-    request = RunRequest(
-        spec=spec,
-        graph=graph,
-        weights=weights,
-        inputs=canonical_inputs(graph, batch, seed),
-        probes=tuple(probe_nodes(graph, per_op)),
-        mode=mode,
-        device=device,
-        cotangents=loss_cotangents(graph, batch, seed) if mode == "grad" else {},
-        dtype=dtype or default_dtype(mode),
-    )
     results: list[tuple[RunResult, float]] = []
     for runner in runners:
         if progress:
             dtype = "float64" if getattr(runner, "float64", False) else request.dtype
-            progress(f"running {runner.name} ({mode}, {dtype}, {device}) ...")
+            progress(f"running {runner.name} ({request.mode}, {dtype}, {request.device}) ...")
         start = time.perf_counter()
-        results.append((runner.run(request), time.perf_counter() - start))
+        result = runner.run(request)
+        seconds = time.perf_counter() - start if result.seconds is None else result.seconds
+        results.append((result, seconds))
         if progress:
-            progress(f"  {runner.name}: {results[-1][1]:.2f} s")
+            progress(f"  {runner.name}: {seconds:.2f} s")
     reports = []
     for runner, (result, seconds) in zip(runners[1:], results[1:], strict=True):
         report = compare_runs(
-            spec, graph, (runners[0].name, runner.name), results[0][0], result, tol
+            request.spec,
+            request.graph,
+            (runners[0].name, runner.name),
+            results[0][0],
+            result,
+            tol,
         )
         report.seconds = seconds
         reports.append(report)

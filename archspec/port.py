@@ -14,7 +14,8 @@ Framework-free (numpy only). Each framework contributes a `Porter` through the
    output folder under the usual ownership rule (archspec/generate.py: it replaces only
    files its manifest or header proves it wrote, unless `--force`);
 4. parity: the source framework's model holding the checkpoint's weights (its parity
-   runner, `reference`) against a runner that loads the WRITTEN files back
+   runner, `reference`; in a process of its own, started early, when the source porter
+   says `isolated_reference`) against a runner that loads the WRITTEN files back
    (`Porter.runner`), on a seeded input, reported like `archspec parity`.
 """
 
@@ -35,7 +36,7 @@ from archspec.codegen.printers import import_artifact
 from archspec.errors import suggest
 from archspec.generate import Manifest, OwnershipError, ours, place
 from archspec.ir import Graph
-from archspec.parity import Runner
+from archspec.parity import Runner, conforms
 from archspec.registry import ResolvedSpec, display_path
 from archspec.weights import Shape, WeightSet, expected_shapes
 
@@ -60,6 +61,10 @@ class Porter(Protocol):
     extra: str  # the pip extra that installs its framework
     reads: tuple[str, ...]  # checkpoint file endings it reads (empty: write-only)
     reference: str  # parity runner name for this framework as the source
+    # True: `read` needs no framework, so the reference runs in a process of its own
+    # (archspec/isolated.py), started before reading: the framework never enters this
+    # process, and its import and run overlap the conversion.
+    isolated_reference: bool
 
     def available(self) -> str | None:
         """None when its framework imports; else why not (shown to the user)."""
@@ -92,7 +97,7 @@ def get_porter(name: str) -> Porter:
         raise PortError(
             f"framework '{name}' ({eps[0].value}) failed to load: {type(exc).__name__}: {exc}"
         ) from None
-    if not isinstance(porter, Porter):
+    if not conforms(porter, Porter):
         raise PortError(f"entry point '{name}' ({eps[0].value}) is not an archspec Porter")
     why = porter.available()
     if why is not None:

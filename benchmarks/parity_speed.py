@@ -9,7 +9,9 @@ The checkpoint is torchvision's resnet50 with seeded random weights and BatchNor
 statistics, written to a temporary folder. Each command runs `--repeat` times; the median
 wall time is reported with the CPU time (user + sys) of the same runs, which is what the
 command costs when the machine is shared (the load average at the start is printed too),
-and the per-step times the command prints on stderr (last run).
+and the per-step times the command prints on stderr (last run). The port's torch64 runs in
+a process of its own, overlapping the conversion: its step time is that run's own, not
+part of the wall time's sum; the CPU time includes that process.
 
 Usage: python benchmarks/parity_speed.py [--repeat N] [--input-size H W]
 """

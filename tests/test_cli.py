@@ -163,3 +163,23 @@ def test_schema_rejects_unknown_fields() -> None:
     validator = jsonschema.Draft202012Validator(json.loads(out))
     bad = {"inputs": {"image": [3, 8, 8]}, "body": [{"c": {"op": "conv", "out": 4, "kernal": 3}}]}
     assert list(validator.iter_errors(bad))
+
+
+def test_the_console_script_keeps_the_exit_code_and_freezes_the_heap() -> None:
+    """`archspec` (cli.run) exits with main's code, its heap frozen so the interpreter's
+    exit skips collecting it (1 s after TensorFlow); `main` itself freezes nothing."""
+    code = (
+        "import gc, sys\n"
+        "from archspec import cli\n"
+        "sys.argv = ['archspec', 'validate', 'resnet81']\n"
+        "try:\n"
+        "    cli.main()\n"
+        "except SystemExit as exc:\n"
+        "    print('main', exc.code, gc.get_freeze_count() > 0)\n"
+        "try:\n"
+        "    cli.run()\n"
+        "except SystemExit as exc:\n"
+        "    print('run', exc.code, gc.get_freeze_count() > 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["main 2 False", "run 2 True"], done.stdout + done.stderr

@@ -51,7 +51,7 @@ def test_wheel_contents(wheel: Path) -> None:
     assert "[archspec.parity]" in text and "torch = archspec_torch.parity:runner" in text
     assert "[archspec.port]" in text and "keras = archspec_keras.checkpoint:porter" in text
     assert "onnx = archspec_onnx:backend" in text
-    assert "archspec = archspec.cli:main" in text
+    assert "archspec = archspec.cli:run" in text
 
 
 def test_installed_wheel_finds_its_specs(wheel: Path, tmp_path: Path) -> None:

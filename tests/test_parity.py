@@ -29,6 +29,7 @@ from archspec.parity import (
     block_outputs,
     canonical_inputs,
     compare,
+    parity_request,
     probe_nodes,
     run_parity,
 )
@@ -252,3 +253,40 @@ def test_cli_in_a_fresh_process_runs_every_framework(tmp_path: Path) -> None:
     result = subprocess.run(port, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "result: PASS" in result.stdout
+
+
+def test_torch_runner_restores_the_callers_tf32_settings() -> None:
+    """TF32 is off while a CUDA run computes and the caller's flags come back after it,
+    also when the run fails (plain attributes of torch.backends: checked on the CPU)."""
+    import torch
+    from archspec_torch.parity import no_tf32
+
+    owners = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    saved = [owner.allow_tf32 for owner in owners]
+    try:
+        for first in (True, False):
+            for owner in owners:
+                owner.allow_tf32 = first
+            with no_tf32(torch, "cuda"):
+                assert [owner.allow_tf32 for owner in owners] == [False, False]
+            assert [owner.allow_tf32 for owner in owners] == [first, first]
+        for owner in owners:
+            owner.allow_tf32 = True
+        with pytest.raises(RuntimeError, match="planted"), no_tf32(torch, "cuda"):
+            raise RuntimeError("planted")
+        assert [owner.allow_tf32 for owner in owners] == [True, True]
+        with no_tf32(torch, "cpu"):  # the CPU has no TF32: nothing is changed
+            assert [owner.allow_tf32 for owner in owners] == [True, True]
+    finally:
+        for owner, value in zip(owners, saved, strict=True):
+            owner.allow_tf32 = value
+
+
+def test_torch_runner_run_on_the_cpu_leaves_tf32_settings_alone() -> None:
+    import torch
+
+    owners = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    before = [owner.allow_tf32 for owner in owners]
+    spec = load("rcnn")
+    TorchRunner().run(parity_request(spec, lower(spec)))
+    assert [owner.allow_tf32 for owner in owners] == before

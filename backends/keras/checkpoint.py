@@ -85,6 +85,7 @@ def canonical_arrays(model: Any, graph: Graph) -> dict[str, np.ndarray]:
 class KerasPorter:
     extra = "keras"
     reads = (".keras", WEIGHTS_SUFFIX)
+    isolated_reference = False  # reading imports Keras here anyway
 
     def __init__(self, style: str = "functional") -> None:
         self.style = style  # what `write` generates; reading accepts either style

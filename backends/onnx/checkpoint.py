@@ -28,6 +28,7 @@ class OnnxPorter:
     extra = "onnx"
     reads: tuple[str, ...] = ()
     reference = "onnx"
+    isolated_reference = False
 
     def available(self) -> str | None:
         for module in ("onnx", "onnxruntime"):

@@ -1,6 +1,9 @@
 """The torch porter (`archspec port --from torch` / `--to torch`).
 
-Reading: `torch.load(path, map_location="cpu", weights_only=True)` (no pickled code runs).
+Reading: `archspec_torch.savefile.load`, numpy only (no torch imported in this process: the
+parity reference, torch64, runs in a process of its own, `isolated_reference`); a file
+outside its subset is read by `torch.load(path, map_location="cpu", weights_only=True)`,
+which reads it or refuses it as before. No pickled code runs either way.
 Accepted: a plain state_dict (every value a tensor), or a dict holding one under
 `state_dict` or `model` (the two layouts training scripts save most); keys all prefixed
 `module.` (saved from `nn.DataParallel`/DDP) lose the prefix. BatchNorm's
@@ -19,9 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from archspec_torch import savefile
 from archspec_torch.emitter import TorchEmitter
 from archspec_torch.parity import TorchRunner
-from archspec_torch.weights import COUNTER
+from archspec_torch.savefile import COUNTER
 
 from archspec.backend import Artifact
 from archspec.ir import Graph
@@ -34,11 +39,11 @@ WRAPPERS = ("state_dict", "model")
 PREFIX = "module."
 
 
-def _state_dict(loaded: Any, shown: str) -> tuple[dict[str, Any], list[str]]:
-    import torch
-
+def _state_dict(loaded: Any, shown: str, tensor: type) -> tuple[dict[str, Any], list[str]]:
+    """The state_dict in what was loaded (`tensor`: the type tensors were read as), and
+    notes on what was unwrapped; PortError if there is none."""
     notes: list[str] = []
-    if isinstance(loaded, dict) and not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+    if isinstance(loaded, dict) and not all(isinstance(v, tensor) for v in loaded.values()):
         for key in WRAPPERS:
             if isinstance(loaded.get(key), dict):
                 notes.append(f"the state_dict under '{key}' (other entries ignored)")
@@ -49,7 +54,7 @@ def _state_dict(loaded: Any, shown: str) -> tuple[dict[str, Any], list[str]]:
             f"{shown}: not a torch state_dict (a dict of tensors, or a dict holding one "
             f"under {' or '.join(repr(k) for k in WRAPPERS)}); found {type(loaded).__name__}"
         )
-    odd = [str(k) for k, v in loaded.items() if not isinstance(v, torch.Tensor)]
+    odd = [str(k) for k, v in loaded.items() if not isinstance(v, tensor)]
     if odd:
         raise PortError(
             f"{shown}: not a torch state_dict: {len(odd)} entries are not tensors "
@@ -66,16 +71,21 @@ class TorchPorter:
     extra = "torch"
     reads = (".pt", ".pth", ".bin", ".ckpt")
     reference = "torch64"
+    isolated_reference = True  # reading needs no torch: the reference gets its own process
 
     def available(self) -> str | None:
         return None if importlib.util.find_spec("torch") else "PyTorch is not installed"
 
     def read(self, path: Path, spec: ResolvedSpec, graph: Graph) -> Checkpoint:
-        import torch
-
         shown = display_path(path)
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                loaded, tensor = savefile.load(path), np.ndarray
+            except savefile.Unsupported:  # torch reads it, or refuses it with its message
+                import torch
+
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
+                tensor = torch.Tensor
         except FileNotFoundError:
             raise PortError(f"{shown}: no such file") from None
         except IsADirectoryError:
@@ -85,15 +95,11 @@ class TorchPorter:
             raise PortError(
                 f"{shown}: cannot read as a torch checkpoint ({type(exc).__name__}: {first})"
             ) from None
-        state, notes = _state_dict(loaded, shown)
+        state, notes = _state_dict(loaded, shown, tensor)
         counters = [k for k in state if k.endswith(f".{COUNTER}")]
         if counters:
             notes.append(f"{len(counters)} {COUNTER} counters ignored")
-        arrays = {
-            k: v.detach().to(torch.float32).numpy()
-            for k, v in state.items()
-            if not k.endswith(f".{COUNTER}")
-        }
+        arrays = {k: _float32(v) for k, v in state.items() if not k.endswith(f".{COUNTER}")}
         return Checkpoint(arrays, tuple(notes))
 
     def write(self, weights: WeightSet, spec: ResolvedSpec, graph: Graph) -> list[Artifact]:
@@ -108,6 +114,15 @@ class TorchPorter:
 
     def runner(self, folder: Path, artifacts: Sequence[Artifact]) -> WrittenTorch:
         return WrittenTorch(folder / artifacts[0].filename, folder / artifacts[1].filename)
+
+
+def _float32(tensor: Any) -> np.ndarray:
+    """A float32 copy of a tensor read either way (numpy's and torch's casts round alike)."""
+    if isinstance(tensor, np.ndarray):
+        return np.array(tensor, dtype=np.float32)
+    import torch
+
+    return tensor.detach().to(torch.float32).numpy()
 
 
 class WrittenTorch(TorchRunner):

@@ -9,7 +9,8 @@ a later in-place op (`nn.ReLU(inplace=True)`) would change it.
 Modes: `inference` (eval, no grad); `train` (training-mode forward with dropout off, so
 BatchNorm uses batch statistics and updates its running ones: returned as `state`);
 `grad` (eval mode; gradients of sum(output * cotangent) w.r.t. inputs and every weight).
-On CUDA, TF32 is disabled so fp32 means fp32.
+On CUDA, TF32 is disabled for the run so fp32 means fp32 (the caller's settings are restored
+after it).
 
 `torch64` is the same runner in float64: the default reference of `archspec parity`. Two
 fp32 implementations legitimately differ by up to ~1e-6 relative L2 (AlexNet's 9216-wide
@@ -19,8 +20,9 @@ float64 result every backend's own fp32 rounding is measured instead.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -54,6 +56,10 @@ class TorchRunner:
     def available(self) -> str | None:
         return None if importlib.util.find_spec("torch") else "PyTorch is not installed"
 
+    def prepare(self) -> None:
+        """Import torch and the weight adapter ahead of a run (archspec/isolated.py)."""
+        import archspec_torch.weights  # noqa: F401  (imports torch)
+
     def build(self, request: RunRequest) -> Any:
         from archspec_torch.emitter import emit_source
         from archspec_torch.weights import load_into
@@ -67,13 +73,14 @@ class TorchRunner:
         return load_into(model, request.weights, request.graph)
 
     def run(self, request: RunRequest) -> RunResult:
-        from archspec_torch.weights import from_module
-
         import torch
 
-        if request.device == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
+        with no_tf32(torch, request.device):
+            return self._run(torch, request)
+
+    def _run(self, torch: Any, request: RunRequest) -> RunResult:
+        from archspec_torch.weights import from_module
+
         device = torch.device(request.device)
         wide = self.float64 or request.dtype == "float64"
         dtype = torch.float64 if wide else torch.float32
@@ -131,6 +138,23 @@ class TorchRunner:
             for name, g in zip([*(f"input:{n}" for n in graph.inputs), *names], grads, strict=True):
                 result.grads[name] = _numpy(g)
         return result
+
+
+@contextlib.contextmanager
+def no_tf32(torch: Any, device: str) -> Iterator[None]:
+    """On CUDA, TF32 off while inside (fp32 means fp32), the caller's settings back after."""
+    if device != "cuda":
+        yield
+        return
+    owners = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    saved = [owner.allow_tf32 for owner in owners]
+    for owner in owners:
+        owner.allow_tf32 = False
+    try:
+        yield
+    finally:
+        for owner, value in zip(owners, saved, strict=True):
+            owner.allow_tf32 = value
 
 
 def _probe_modules(model: Any, request: RunRequest) -> dict[str, Any]:

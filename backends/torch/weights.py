@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from archspec_torch.savefile import COUNTER
 
 import torch
 from archspec.ir import Graph
 from archspec.weights import WeightError, WeightSet, expected_shapes
 from torch import nn
-
-COUNTER = "num_batches_tracked"
 
 
 def to_state_dict(

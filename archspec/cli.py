@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from archspec.ir import Graph
     from archspec.registry import ResolvedSpec
 
@@ -55,6 +57,25 @@ def reported() -> Iterator[None]:
     except OSError as exc:
         say(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
         sys.exit(1)
+    except Exception as exc:
+        if not interrupted(exc):
+            raise
+        # Ctrl-C inside a C extension's import (TensorFlow's) comes back as that import's
+        # own error, caused by the KeyboardInterrupt: stop as click does for a plain one.
+        say("Aborted!", err=True)
+        sys.exit(1)
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether `exc` was caused, directly or down its chain, by a KeyboardInterrupt."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def parse_sets(values: tuple[str, ...]) -> dict[str, Any]:
@@ -688,11 +709,49 @@ def run() -> None:
     (`gc.freeze`: never collected again) and the exit takes 0.1 s. Not part of `main`,
     which tests call in their own long-lived process."""
     import gc
+    import signal
 
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _ctrl_c)
     try:
         main()
     finally:
         gc.freeze()
+
+
+_redelivery: list[object] = []  # the pending re-sent Ctrl-C, if any (at most one)
+
+
+def _ctrl_c(signum: int, frame: FrameType | None) -> None:
+    """Python's own Ctrl-C, deferred where it does harm, and delivered again a moment
+    later (until it lands where it can stop the command cleanly, with "Aborted!"):
+    - during an import: an extension module interrupted in its initialization can crash
+      the interpreter (jaxlib, which Keras imports, aborts or segfaults) or fail with an
+      ImportError instead (TensorFlow);
+    - inside a garbage-collection callback (jax registers one), where Python prints the
+      KeyboardInterrupt as "Exception ignored" and drops it, and the command goes on."""
+    import gc
+    import os
+    import signal
+    import threading
+
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        code = frame.f_code
+        if code in callbacks or code.co_filename.startswith("<frozen importlib"):
+            if not _redelivery:
+                _redelivery.append(signum)
+                threading.Timer(0.05, _deliver, (os.getpid(), signal.SIGINT)).start()
+            return
+        frame = frame.f_back
+    raise KeyboardInterrupt
+
+
+def _deliver(pid: int, signum: int) -> None:
+    import os
+
+    _redelivery.clear()
+    os.kill(pid, signum)
 
 
 if __name__ == "__main__":

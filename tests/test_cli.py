@@ -183,3 +183,36 @@ def test_the_console_script_keeps_the_exit_code_and_freezes_the_heap() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.splitlines() == ["main 2 False", "run 2 True"], done.stdout + done.stderr
+
+
+def _import_cut_by_ctrl_c(*args: object, **kwargs: object) -> None:
+    """What TensorFlow's import raises when Ctrl-C lands inside its C initialization."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as exc:
+        raise ImportError("initialization failed") from exc
+
+
+def test_ctrl_c_inside_an_import_aborts_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import archspec.cli as cli
+
+    monkeypatch.setattr(cli, "build", _import_cut_by_ctrl_c)
+    result = CliRunner().invoke(cli.main, ["summary", "resnet18"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "Aborted!"
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_an_import_error_of_our_own_is_not_taken_for_ctrl_c(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import archspec.cli as cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ImportError("no module named 'x'")
+
+    monkeypatch.setattr(cli, "build", broken)
+    result = CliRunner().invoke(cli.main, ["summary", "resnet18"])
+    assert isinstance(result.exception, ImportError)

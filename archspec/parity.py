@@ -17,7 +17,7 @@ modes (`default_dtype` says why; `--dtype` overrides). For every other runner th
 holds the errors of every output and the FIRST IR node, in graph order, whose output
 diverges beyond the tolerance: where a port goes wrong, not just that it does.
 
-Tolerance (fp32, DESIGN's): relative L2 <= rtol (1e-6) and
+Tolerance (fp32, the design's, docs/design.md): relative L2 <= rtol (1e-6) and
 max abs <= atol * max(1, max |reference|) (atol 1e-4).
 """
 

@@ -147,7 +147,7 @@ def test_generated_keras_computes_the_seed_model(case, style: str) -> None:  # t
 
 
 def test_generated_torch_computes_the_seed_model(case) -> None:  # type: ignore[no-untyped-def]
-    """In float64 torch equals the seed within DESIGN's tolerance (the semantics); torch's fp32
+    """In float64 torch equals the seed within the design's tolerance (the semantics); torch's fp32
     result is ~1e-6 from its own float64 one on these 4096-wide dense layers, so the fp32
     comparison allows 3x torch's own rounding error."""
     x, want, weights = case

@@ -27,7 +27,7 @@ KERAS_DEFECTS = {"torch": {"same_avg_even"}}
 
 
 def assert_close(got: object, want: object) -> None:
-    """DESIGN's fp32 tolerance: relative L2 <= 1e-6, max abs <= 1e-4 * max(1, max |want|)."""
+    """The design's fp32 tolerance: relative L2 <= 1e-6, max abs <= 1e-4 * max(1, max |want|)."""
     got = np.asarray(keras.ops.convert_to_numpy(got), dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
     assert got.shape == want.shape

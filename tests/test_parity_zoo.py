@@ -1,7 +1,7 @@
 """The parity matrix over the zoo: every spec, every other backend against torch in float64.
 
 Inference: every zoo spec x (keras, keras_subclass, onnx) at an even and an odd input size,
-batch 3, DESIGN's fp32 tolerance, block-level probes (so a failure names the first divergent
+batch 3, the design's fp32 tolerance, block-level probes (so a failure names the first divergent
 block). The reference is torch in float64: two fp32 implementations may differ by the whole
 tolerance on AlexNet's wide dense layers (see archspec_torch.parity), so each backend's fp32
 result is measured against the exact one. The Keras cases also check what only the Keras
@@ -29,10 +29,10 @@ from archspec.weights import WeightSet
 
 HEAVY = {"resnet101", "resnet152", "densenet169", "densenet201", "alexnet", "alexnet_bn"}
 BACKENDS = ("keras", "keras_subclass", "onnx")
-# Where fp32 arithmetic alone exceeds DESIGN's relative L2 bound (1e-6) against float64:
+# Where fp32 arithmetic alone exceeds the design's relative L2 bound (1e-6) against float64:
 # (spec, backend) -> the bound the errors measured stay under, and why. Such a case fails
 # beyond that bound (a real divergence is orders of magnitude larger) and is an expected
-# failure (xfail) between the two, visibly, until it meets DESIGN's bound.
+# failure (xfail) between the two, visibly, until it meets the design's bound.
 FP32_FLOOR = {
     (spec, backend): (
         2e-6,

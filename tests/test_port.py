@@ -3,7 +3,7 @@
 Checkpoints are written here from seeded weights (torchvision models with random init
 and non-trivial BatchNorm statistics, Keras models holding `WeightSet.random`); the
 written files are then loaded the way a user would and run against the source model.
-Tolerance: DESIGN's fp32 one (relative L2 <= 1e-6, max abs <= 1e-4 x max(1, max|ref|)).
+Tolerance: the design's fp32 one (relative L2 <= 1e-6, max abs <= 1e-4 x max(1, max|ref|)).
 """
 
 from __future__ import annotations

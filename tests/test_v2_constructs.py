@@ -107,7 +107,7 @@ def test_optional_residual_parity_in_every_backend(inverted: Path) -> None:
     ]
     reports = run_parity(spec, graph, runners, batch=2)
     assert [r.other for r in reports] == ["torch", "keras", "keras_subclass", "onnx"]
-    for report in reports:  # DESIGN's fp32 tolerance, every block output probed
+    for report in reports:  # the design's fp32 tolerance, every block output probed
         assert report.passed, (report.other, report.first_divergence)
         assert {"b1.add", "b2.bn3", "b3.add"} <= set(report.probes)
 
@@ -149,7 +149,7 @@ def test_mobilenet_v2_parity_in_every_backend() -> None:
         OnnxRunner(),
     ]
     reports = run_parity(spec, graph, runners, batch=2)
-    for report in reports:  # DESIGN's fp32 tolerance at every block's output
+    for report in reports:  # the design's fp32 tolerance at every block's output
         assert report.passed, (report.other, report.first_divergence)
         # block outputs: no residual in features.1 and .2 (shapes change), one in .3
         outs = {"features.1.conv.2", "features.2.conv.3", "features.3.add", "features.18.2"}

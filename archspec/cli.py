@@ -8,6 +8,7 @@ as one rendered error on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -719,7 +720,7 @@ def run() -> None:
         gc.freeze()
 
 
-_redelivery: list[object] = []  # the pending re-sent Ctrl-C, if any (at most one)
+_redelivering = threading.Event()  # a deferred Ctrl-C is on its way (at most one)
 
 
 def _ctrl_c(signum: int, frame: FrameType | None) -> None:
@@ -733,14 +734,13 @@ def _ctrl_c(signum: int, frame: FrameType | None) -> None:
     import gc
     import os
     import signal
-    import threading
 
     callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
     while frame is not None:
         code = frame.f_code
         if code in callbacks or code.co_filename.startswith("<frozen importlib"):
-            if not _redelivery:
-                _redelivery.append(signum)
+            if not _redelivering.is_set():
+                _redelivering.set()
                 threading.Timer(0.05, _deliver, (os.getpid(), signal.SIGINT)).start()
             return
         frame = frame.f_back
@@ -750,7 +750,7 @@ def _ctrl_c(signum: int, frame: FrameType | None) -> None:
 def _deliver(pid: int, signum: int) -> None:
     import os
 
-    _redelivery.clear()
+    _redelivering.clear()
     os.kill(pid, signum)
 
 
